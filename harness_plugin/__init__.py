@@ -1,0 +1,1 @@
+"""Antidistillation sampling."""

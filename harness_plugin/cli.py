@@ -1,0 +1,43 @@
+"""The `antidistill` umbrella command.
+
+Subcommands live next to the code they drive and register themselves through the entry-point group
+`antidistill.commands` (a callable taking argparse's subparsers). That keeps `harness_plugin` free of imports
+from `benchmarks` and `analysis`, and keeps `antidistill --help` fast: handlers import heavy libraries lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+COMMAND_GROUP = "antidistill.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="antidistill",
+        description=(
+            "Antidistillation sampling (Savani et al., arXiv 2504.13146): sample reasoning traces that stay useful "
+            "to readers but make poor distillation data. Run `antidistill COMMAND --help` for each command."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for entry_point in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name):
+        register = entry_point.load()
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
