@@ -25,9 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry_point in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name):
-        register = entry_point.load()
+        try:
+            register = entry_point.load()
+        except ImportError as error:  # a broken optional command must not take the others down
+            _register_broken(subparsers, entry_point.name, error)
+            continue
         register(subparsers)
     return parser
+
+
+def _register_broken(subparsers: argparse._SubParsersAction, name: str, error: ImportError) -> None:
+    def report(_: argparse.Namespace) -> int:
+        print(f"antidistill {name} is unavailable: {error}. Reinstall the package (pip install -e .).",
+              file=sys.stderr)
+        return 1
+
+    parser = subparsers.add_parser(name, help=f"(unavailable: {error})")
+    parser.set_defaults(func=report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,213 @@
+"""The proxy gradient g = ∇ℓ(θ_P), computed once and saved for every later generation.
+
+ℓ is the proxy's mean next-token NLL over all completion tokens of teacher traces (the total NLL divided by the
+total number of supervised tokens, so the batch size does not change g). Under torch.distributed every rank
+handles a shard, divides by the *global* token count and the shards are summed, so the saved g equals the
+single-process g (the reference code divides it by the world size by mistake, which makes λ depend on GPU count).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import AntidistillError, GradientMismatchError
+from .io import atomic_directory, sha256_of_records
+from .tokens import EncodedTrace, encode_trace
+
+TENSORS_FILE = "gradient.safetensors"
+METADATA_FILE = "gradient.json"
+FORMAT_VERSION = 1
+LOSS_CONVENTION = "sum of completion-token NLL / total completion tokens (prompt masked by token length, EOS supervised)"
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_prefixes(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+    return name
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if _distributed()[1] > 1:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensor
+
+
+def _model_identity(model: PreTrainedModel) -> tuple[str, str | None]:
+    config = model.config
+    return str(getattr(config, "_name_or_path", "") or type(model).__name__), getattr(config, "_commit_hash", None)
+
+
+def _pad_batch(batch: Sequence[EncodedTrace], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels with prompt and padding set to -100."""
+    width = max(len(t.input_ids) for t in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, trace in enumerate(batch):
+        n = len(trace.input_ids)
+        ids[row, :n] = torch.tensor(trace.input_ids)
+        mask[row, :n] = 1
+        labels[row, trace.prompt_length : n] = ids[row, trace.prompt_length : n]
+    return ids, mask, labels
+
+
+@dataclass
+class ProxyGradient:
+    """g = ∇ℓ(θ_P) by parameter name (fp32), with the metadata needed to trust it later."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def norm(self) -> float:
+        return float(self.metadata.get("norm") or _global_norm(self.tensors))
+
+    @classmethod
+    def compute(
+        cls,
+        proxy: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        traces: Sequence[Mapping[str, str]],
+        batch_size: int = 8,
+        max_length: int | None = None,
+        progress: bool = True,
+    ) -> ProxyGradient:
+        """Accumulate ∇ of the mean completion-token NLL over `traces` ({"prompt", "completion"} mappings)."""
+        if not traces:
+            raise AntidistillError("no traces given: the proxy gradient needs teacher traces of a holdout split.")
+        if batch_size < 1:
+            raise AntidistillError(f"batch_size must be >= 1, got {batch_size}")
+        for index, trace in enumerate(traces):
+            if not isinstance(trace.get("prompt"), str) or not isinstance(trace.get("completion"), str):
+                raise AntidistillError(f"trace {index} needs string fields 'prompt' and 'completion'")
+        rank, world = _distributed()
+        encoded = [encode_trace(tokenizer, t["prompt"], t["completion"], max_length=max_length) for t in traces]
+        total_tokens = int(sum(t.completion_length for t in encoded))
+        if total_tokens == 0:
+            raise AntidistillError(
+                f"none of the {len(traces)} traces has a completion token to supervise (all completions empty or "
+                "truncated away): check the traces file and max_length."
+            )
+        model = proxy if next(proxy.parameters()).dtype == torch.float32 else copy.deepcopy(proxy).float()
+        was_training = model.training
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        device = next(model.parameters()).device
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        shard = encoded[rank::world]
+        batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
+        total_loss = torch.zeros((), dtype=torch.float64)
+        for batch in tqdm(batches, desc="proxy gradient", unit="batch", disable=not progress or rank != 0):
+            ids, mask, labels = (t.to(device) for t in _pad_batch(batch, pad_id))
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum"
+            )
+            (nll / total_tokens).backward()
+            total_loss += nll.detach().double().cpu()
+        tensors: dict[str, torch.Tensor] = {}
+        for name, parameter in model.named_parameters():
+            grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+            tensors[name] = _all_reduce_sum(grad.detach().float().clone()).cpu()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        loss = float(_all_reduce_sum(total_loss.to(device)).item()) / total_tokens
+        name, revision = _model_identity(proxy)
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "norm": _global_norm(tensors),
+            "loss": loss,
+            "loss_convention": LOSS_CONVENTION,
+            "num_tokens": total_tokens,
+            "num_traces": len(traces),
+            "traces_sha256": sha256_of_records([[t["prompt"], t["completion"]] for t in traces]),
+            "proxy_name": name,
+            "proxy_revision": revision,
+            "proxy_class": type(proxy).__name__,
+            "dtype": "float32",
+            "world_size": world,
+            "max_length": max_length,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return cls(tensors, metadata)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write `gradient.safetensors` and `gradient.json` into `directory`, atomically."""
+        with atomic_directory(directory) as tmp:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp / TENSORS_FILE))
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], proxy: torch.nn.Module | None = None) -> ProxyGradient:
+        """Load a saved gradient; with `proxy`, check that names and shapes fit it exactly."""
+        directory = Path(directory)
+        tensors_path, metadata_path = directory / TENSORS_FILE, directory / METADATA_FILE
+        if not tensors_path.is_file():
+            raise GradientMismatchError(
+                f"no proxy gradient at {directory} (missing {TENSORS_FILE}). Compute one with "
+                "`antidistill gradient --proxy MODEL --traces TRACES.jsonl --output DIR`."
+            )
+        metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+        tensors = {_strip_prefixes(k): v.float() for k, v in load_file(str(tensors_path)).items()}
+        gradient = cls(tensors, metadata)
+        if proxy is not None:
+            gradient.check_matches(proxy, source=str(directory))
+        if not math.isfinite(gradient.norm) or gradient.norm == 0.0:
+            raise GradientMismatchError(
+                f"the proxy gradient at {directory} has norm {gradient.norm}: recompute it on other traces."
+            )
+        return gradient
+
+    def check_matches(self, proxy: torch.nn.Module, source: str = "the gradient") -> None:
+        """Raise `GradientMismatchError` unless every proxy parameter has a gradient of the same shape."""
+        expected = {_strip_prefixes(n): tuple(p.shape) for n, p in proxy.named_parameters()}
+        given = {n: tuple(t.shape) for n, t in self.tensors.items()}
+        missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+        wrong = sorted(n for n in set(expected) & set(given) if expected[n] != given[n])
+        if missing or extra or wrong:
+            proxy_name = getattr(getattr(proxy, "config", None), "_name_or_path", type(proxy).__name__)
+            details = []
+            if missing:
+                details.append(f"{len(missing)} proxy parameters have no gradient (e.g. {missing[:3]})")
+            if extra:
+                details.append(f"{len(extra)} gradient tensors match no parameter (e.g. {extra[:3]})")
+            if wrong:
+                n = wrong[0]
+                details.append(f"{len(wrong)} shapes differ (e.g. {n}: {given[n]} vs {expected[n]})")
+            raise GradientMismatchError(
+                f"{source} was computed for {self.metadata.get('proxy_name', 'another model')!r}, not for the proxy "
+                f"{proxy_name!r}: {'; '.join(details)}. Recompute it for this proxy with `antidistill gradient`."
+            )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The tensors on `device` (used to build perturbed proxies or JVP tangents)."""
+        return {k: v.to(device=device, dtype=dtype) for k, v in self.tensors.items()}
+
+
+def _global_norm(tensors: Mapping[str, torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors.values())))  # type: ignore[arg-type]
