@@ -32,7 +32,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_llama(root / "teacher", tokenizer, hidden=48, layers=2, seed=1)
     build_llama(root / "proxy", tokenizer, hidden=32, layers=2, seed=2)
     build_gpt2(root / "proxy_gpt2", tokenizer, hidden=32, layers=2, seed=3)
-    other = build_tokenizer(root / "other_tokenizer", vocab_size=140,
+    other = build_tokenizer(root / "other_tokenizer", vocab_size=300,
                             corpus=["completely different words for another vocabulary"] * 5)
     build_llama(root / "proxy_other_vocab", other, hidden=32, layers=1, seed=4)
     return root

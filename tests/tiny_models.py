@@ -22,7 +22,7 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-def build_tokenizer(directory: str | Path, vocab_size: int = 160, corpus: list[str] | None = None,
+def build_tokenizer(directory: str | Path, vocab_size: int = 320, corpus: list[str] | None = None,
                     extra_tokens: list[str] | None = None) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with BOS/EOS/PAD and a chat template, saved to `directory`."""
     tokenizer = Tokenizer(models.BPE())
