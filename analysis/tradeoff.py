@@ -1,0 +1,97 @@
+"""The trade-off figure (paper Figs. 1–3): distilled-student accuracy against teacher accuracy, per sampler.
+
+One point per grid run, a LOWESS curve with a bootstrap band per sampler, the undistilled student as a
+horizontal line. The teacher axis runs from high to low accuracy, like the paper's: moving right means paying
+more teacher accuracy, and a good sampler's curve drops fastest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from harness_plugin.io import atomic_write_text
+
+from .lowess import DEFAULT_FRAC, lowess_with_band
+from .runs import ACCURACY_METRICS, BenchmarkResults
+from .style import BASELINE_COLOR, SAMPLER_STYLE, pyplot, save_figure, short_model_name
+from .summary import PANELS
+
+
+def figure_title(results: BenchmarkResults) -> str:
+    dataset = results.describe("dataset") or results.experiment_name
+    preset = results.describe("preset")
+    models = ", ".join(f"{role} {short_model_name(results.describe(role))}" for role in ("teacher", "proxy", "student"))
+    return f"{dataset.upper() if len(dataset) <= 6 else dataset}{f' ({preset} preset)' if preset else ''}\n{models}"
+
+
+def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int = 1000, frac: float = DEFAULT_FRAC,
+                  seed: int = 0, stem: str = "tradeoff") -> list[Path]:
+    """Draw both panels (raw and answer-forced) and save `stem.png` and `stem.pdf` in `directory`."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import PercentFormatter
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    for ax, (panel, x_metric, y_metric, title) in zip(axes, PANELS):
+        base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
+        drawn = False
+        all_x: list[float] = []
+        for sampler in results.samplers():
+            xs, ys = results.series(sampler, x_metric, y_metric)
+            if not xs:
+                continue
+            drawn = True
+            all_x += xs
+            style = SAMPLER_STYLE[sampler]
+            ax.scatter(xs, ys, color=style["color"], marker=style["marker"], s=28, alpha=0.85, zorder=3,
+                       edgecolors="white", linewidths=0.5)
+            if len(set(xs)) >= 2:
+                grid = np.linspace(min(xs), max(xs), 120)
+                curve = lowess_with_band(xs, ys, grid, frac=frac, n_boot=n_boot, seed=seed)
+                ax.fill_between(grid, curve.low, curve.high, color=style["color"], alpha=0.18, linewidth=0)
+                ax.plot(grid, curve.fit, color=style["color"], linewidth=2)
+        if base is not None:
+            ax.axhline(base, color=BASELINE_COLOR, linestyle="--", linewidth=1.3, zorder=2)
+        if not drawn:
+            ax.text(0.5, 0.5, f"no {x_metric} / {y_metric}\nlogged in this experiment", transform=ax.transAxes,
+                    ha="center", va="center", color=BASELINE_COLOR)
+        elif all_x:
+            lo, hi = min(all_x), max(all_x)
+            pad = max(0.02, 0.05 * (hi - lo))
+            ax.set_xlim(min(1.0, hi + pad), max(0.0, lo - pad))  # high -> low, like the paper
+        base_note = "" if panel == "raw" or results.base_accuracy_af is not None else " (undistilled: raw)"
+        ax.set_title(f"{title}{base_note}")
+        ax.set_xlabel("Teacher accuracy (high → low)")
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axes[0].set_ylabel("Distilled student accuracy")
+    handles = [Line2D([], [], color=SAMPLER_STYLE[s]["color"], marker=SAMPLER_STYLE[s]["marker"], linewidth=2,
+                      label=SAMPLER_STYLE[s]["label"]) for s in results.samplers()]
+    handles.append(Patch(color="#999999", alpha=0.35, label="LOWESS, 95% bootstrap interval"))
+    if results.base_accuracy is not None:
+        handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle="--",
+                              label=f"Undistilled student ({100 * results.base_accuracy:.1f}%)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(figure_title(results), y=1.0)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    paths = save_figure(fig, directory, stem)
+    plt.close(fig)
+    return paths
+
+
+def write_points_csv(results: BenchmarkResults, directory: str | Path) -> Path:
+    """The plotted data, one row per grid run, so a reader can redraw or check the figure."""
+    params = ("tau", "lam", "eps", "grad_norm")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run_id", "sampler", *params, *ACCURACY_METRICS])
+    for point in results.points:
+        values = [point.metric(m) for m in ACCURACY_METRICS]
+        writer.writerow([point.run_id, point.sampler, *(point.params.get(p, "") for p in params),
+                         *("" if v is None else f"{v:.6g}" for v in values)])
+    return atomic_write_text(Path(directory) / "grid_points.csv", buffer.getvalue())
