@@ -1,0 +1,209 @@
+"""Benchmark configuration: presets (YAML files beside this module) + a user's YAML file + `--set key=value`.
+
+`presets/base.yaml` lists every key with its default; anything not in it is a typo and fails before any work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness_plugin.errors import AntidistillError
+from harness_plugin.sampling import SAMPLER_LONG_NAMES
+
+DATASETS = ("toy", "gsm8k", "math", "math500")
+SAMPLER_SECTIONS = ("temperature", "antidistillation", "permutation")
+_SHORT = {long: short for short, long in SAMPLER_LONG_NAMES.items()}
+
+
+class ConfigError(AntidistillError):
+    """A bad benchmark setting, found before any work starts."""
+
+
+def _read_yaml(path: Path | Any) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("benchmarks") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                  if p.name.endswith(".yaml") and p.name != "base.yaml")
+
+
+def _preset(name: str) -> dict[str, Any]:
+    path = resources.files("benchmarks") / "presets" / f"{name}.yaml"
+    if name == "base" or not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    return _read_yaml(path)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(f"{prefix}{k}" for k in base))
+            raise ConfigError(f"unknown setting {dotted!r} in {where}; known settings here: {known}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted!r} in {where} must be a mapping, got {value!r}")
+            merged[key] = _merge(base[key], value, where, f"{dotted}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}}, the value parsed as YAML (numbers, lists, null...)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One sampler setting: its train traces, its student, its nested MLflow run."""
+
+    sampler: str  # temperature | antidistillation | permutation (the paper's names)
+    tau: float
+    lam: float = 0.0
+    eps: float = 0.01
+
+    @property
+    def name(self) -> str:
+        if self.sampler == "temperature":
+            return "clean-greedy" if self.tau == 0 else f"temperature-tau{self.tau:g}"
+        return f"{self.sampler}-tau{self.tau:g}-lam{self.lam:g}-eps{self.eps:g}"
+
+    @property
+    def short_sampler(self) -> str:
+        return _SHORT[self.sampler]
+
+    @property
+    def is_clean(self) -> bool:
+        return self.sampler == "temperature" and self.tau == 0
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _number(value: Any, name: str, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    return float(value)
+
+
+class BenchConfig:
+    """The resolved settings as a nested dict (`config["grid"]["antidistillation"]["lam"]`) plus the grid."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.grid = self._grid()
+        self._validate()
+
+    @classmethod
+    def load(cls, preset: str = "toy", config_file: str | Path | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
+        from dataclasses import asdict
+
+        from .distill import DistillConfig
+
+        base = _read_yaml(resources.files("benchmarks") / "presets" / "base.yaml")
+        base["distill"] = {**asdict(DistillConfig()), **base["distill"]}  # every DistillConfig field is a setting
+        data = _merge(base, _preset(preset), f"preset {preset}")
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            data = _merge(data, _read_yaml(path), str(path))
+        for assignment in overrides:
+            data = _merge(data, parse_set(assignment), f"--set {assignment}")
+        return cls(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def preset(self) -> str:
+        return str(self.data["preset"])
+
+    @property
+    def experiment(self) -> str:
+        return str(self.data["tracking"]["experiment"] or f"antidistill-{self.preset}")
+
+    @property
+    def registered_model(self) -> str:
+        return str(self.data["tracking"]["registered_model"] or f"antidistill-{self.preset}-student")
+
+    @property
+    def answer_dataset(self) -> str:
+        """The answer checker's family: GSM8K-style numbers or MATH-style boxed answers."""
+        return "math" if self.data["dataset"] in ("math", "math500") else "gsm8k"
+
+    def _grid(self) -> list[GridPoint]:
+        grid = self.data["grid"]
+        points = [GridPoint("temperature", _number(t, "grid.temperature.tau")) for t in _as_list(grid["temperature"]["tau"])]
+        for sampler in ("antidistillation", "permutation"):
+            section = grid[sampler]
+            tau = _number(section["tau"], f"grid.{sampler}.tau", strict=True)
+            eps = _number(section["eps"], f"grid.{sampler}.eps", strict=True)
+            for lam in _as_list(section["lam"]):
+                points.append(GridPoint(sampler, tau, _number(lam, f"grid.{sampler}.lam"), eps))
+        names = [p.name for p in points]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"the grid repeats a point: {sorted(n for n in names if names.count(n) > 1)}")
+        return points
+
+    def _validate(self) -> None:
+        data = self.data
+        if data["dataset"] not in DATASETS:
+            raise ConfigError(f"unknown dataset {data['dataset']!r}: choose one of {', '.join(DATASETS)}")
+        models = data["models"]
+        if data["dataset"] != "toy" and not all(models[k] for k in ("teacher", "proxy", "student")):
+            raise ConfigError(f"dataset {data['dataset']} needs models.teacher, models.proxy and models.student "
+                              "(only the toy dataset builds its own)")
+        if not 0 < _number(data["data"]["train_fraction"], "data.train_fraction") < 1:
+            raise ConfigError("data.train_fraction must be between 0 and 1")
+        for section, key in (("generation", "max_new_tokens"), ("generation", "batch_size"),
+                             ("evaluation", "max_new_tokens"), ("evaluation", "batch_size"),
+                             ("gradient", "batch_size")):
+            if not isinstance(data[section][key], int) or data[section][key] < 1:
+                raise ConfigError(f"{section}.{key} must be a positive integer, got {data[section][key]!r}")
+        for key in ("n_train", "n_holdout", "n_test"):
+            value = data["data"][key]
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.{key} must be a positive integer or null, got {value!r}")
+        top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
+        if top_p > 1:
+            raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")
+        from .distill import DistillConfig
+
+        try:
+            DistillConfig(**data["distill"])
+        except TypeError as error:
+            raise ConfigError(f"bad distill settings: {error}") from None
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True)

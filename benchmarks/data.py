@@ -1,0 +1,110 @@
+"""The benchmark's problems: train / holdout / test splits as {"id", "question", "reference"} records.
+
+Real datasets come from `$ANTIDISTILL_DATA_DIR/<dataset>/<split>.jsonl` when that variable is set (the layout of
+the project's offline copy), else from the Hugging Face hub. Splits follow the paper: GSM8K train = first 70% of
+the train file, holdout = the last 30%, test = GSM8K-Platinum; MATH train shuffled with seed 42, then 70/30.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from harness_plugin.io import read_jsonl
+
+from .config import BenchConfig, ConfigError
+
+DATA_DIR_ENV = "ANTIDISTILL_DATA_DIR"
+# (folder, split) -> (hub dataset, hub config, hub split)
+HUB = {
+    ("gsm8k", "train"): ("openai/gsm8k", "main", "train"),
+    ("gsm8k_platinum", "test"): ("madrylab/gsm8k-platinum", "main", "test"),
+    ("math", "train"): ("DigitalLearningGmbH/MATH-lighteval", "default", "train"),
+    ("math", "test"): ("DigitalLearningGmbH/MATH-lighteval", "default", "test"),
+    ("math500", "test"): ("HuggingFaceH4/MATH-500", None, "test"),
+}
+# dataset -> (train source, test source)
+SOURCES = {
+    "gsm8k": (("gsm8k", "train"), ("gsm8k_platinum", "test")),
+    "math": (("math", "train"), ("math", "test")),
+    "math500": (("math", "train"), ("math500", "test")),
+}
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value) if value else None
+
+
+def required_files(config: BenchConfig) -> list[Path]:
+    """The offline files a run will read (empty when the data comes from the hub or the toy world)."""
+    root = data_dir()
+    if root is None or config["dataset"] == "toy":
+        return []
+    return [root / folder / f"{split}.jsonl" for folder, split in SOURCES[config["dataset"]]]
+
+
+def check_data_available(config: BenchConfig) -> None:
+    missing = [str(p) for p in required_files(config) if not p.is_file()]
+    if missing:
+        raise ConfigError(f"missing data file(s) {', '.join(missing)}: point {DATA_DIR_ENV} at a folder with the "
+                          "layout gsm8k/, gsm8k_platinum/, math/, math500/, or unset it to use the Hugging Face hub")
+
+
+def _load(folder: str, split: str) -> list[dict[str, Any]]:
+    root = data_dir()
+    if root is not None:
+        return read_jsonl(root / folder / f"{split}.jsonl")
+    from datasets import load_dataset
+
+    name, config, hub_split = HUB[(folder, split)]
+    return [dict(row) for row in load_dataset(name, config, split=hub_split)]
+
+
+def _reference(record: dict[str, Any], dataset: str) -> str:
+    from harness_plugin.answers import extract_answer
+
+    if dataset == "gsm8k":
+        return str(record["answer"]).rsplit("####", 1)[-1].strip().replace(",", "")
+    if isinstance(record.get("answer"), str) and record["answer"].strip():
+        return record["answer"].strip()  # MATH-500 carries the extracted answer
+    answer = extract_answer(str(record["solution"]), "math")
+    if answer is None:
+        raise ValueError(f"no boxed answer in the solution of {record.get('unique_id', record)!r}")
+    return answer
+
+
+def _normalise(records: list[dict[str, Any]], dataset: str, prefix: str) -> list[dict[str, Any]]:
+    family = "gsm8k" if dataset == "gsm8k" else "math"
+    out = []
+    for index, record in enumerate(records):
+        question = record.get("question", record.get("problem"))
+        out.append({"id": str(record.get("unique_id", record.get("id", f"{prefix}-{index}"))),
+                    "question": question, "reference": _reference(record, family)})
+    return out
+
+
+def load_splits(config: BenchConfig, toy_splits: dict[str, list[dict[str, Any]]] | None = None
+                ) -> dict[str, list[dict[str, Any]]]:
+    """train / holdout / test problem lists, truncated to the configured sizes."""
+    dataset = config["dataset"]
+    if dataset == "toy":
+        if toy_splits is None:
+            raise ValueError("the toy dataset needs the toy world's splits")
+        splits = {name: [{"id": r.get("id", f"toy-{name}-{i}"), "question": r["question"],
+                          "reference": str(r["final"])} for i, r in enumerate(toy_splits[name])]
+                  for name in ("train", "holdout", "test")}
+    else:
+        (train_folder, train_split), (test_folder, test_split) = SOURCES[dataset]
+        family = "gsm8k" if dataset == "gsm8k" else "math"
+        pool = _normalise(_load(train_folder, train_split), family, "train")
+        if family == "math":
+            random.Random(config["data"]["split_seed"]).shuffle(pool)
+        cut = int(len(pool) * config["data"]["train_fraction"])
+        splits = {"train": pool[:cut], "holdout": pool[cut:],
+                  "test": _normalise(_load(test_folder, test_split), family, "test")}
+    sizes = {"train": config["data"]["n_train"], "holdout": config["data"]["n_holdout"],
+             "test": config["data"]["n_test"]}
+    return {name: records[: sizes[name]] if sizes[name] else records for name, records in splits.items()}

@@ -1,0 +1,405 @@
+"""The experiment as resumable stages: holdout traces -> proxy gradient -> per grid point: train traces, teacher
+accuracy, distilled student, student accuracy -> MLflow.
+
+Every stage writes its output atomically and is skipped when that output exists, so a run killed at any point
+continues where it stopped. Under `accelerate launch` every process runs the same plan: generation is sharded
+over processes and gathered, the gradient is reduced, training is data-parallel, and only the main process writes
+files or talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness_plugin.io import atomic_write_text, read_jsonl, write_jsonl
+
+from .config import BenchConfig, GridPoint
+
+
+@dataclass
+class Stage:
+    name: str
+    output: Path
+    action: Callable[[], None]
+    point: GridPoint | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.output.exists()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+class Pipeline:
+    """Builds the stage list for a config and output folder, and runs what is not done yet."""
+
+    def __init__(self, config: BenchConfig, output: Path, progress: bool = True) -> None:
+        self.config, self.output, self.progress = config, output.resolve(), progress
+        self.points_dir = self.output / "points"
+        self._cache: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ plan
+    def point_dir(self, point: GridPoint) -> Path:
+        return self.points_dir / point.name
+
+    def stages(self) -> list[Stage]:
+        out = self.output
+        stages = [
+            Stage("holdout traces (teacher, greedy)", out / "holdout_traces.jsonl", self.holdout_traces),
+            Stage("proxy gradient", out / "gradient", self.gradient),
+            Stage("undistilled student accuracy", out / "baseline" / "student_eval.json", self.baseline),
+        ]
+        for point in self.config.grid:
+            folder = self.point_dir(point)
+            stages += [
+                Stage("train traces", folder / "train_traces.jsonl", lambda p=point: self.train_traces(p), point),
+                Stage("teacher accuracy", folder / "teacher_eval.json", lambda p=point: self.teacher_eval(p), point),
+                Stage("distil student", folder / "student", lambda p=point: self.distil(p), point),
+                Stage("student accuracy", folder / "student_eval.json", lambda p=point: self.student_eval(p), point),
+                Stage("MLflow run + model version", folder / "tracked.json", lambda p=point: self.track(p), point),
+            ]
+        return stages
+
+    def describe_plan(self) -> str:
+        lines = [f"output: {self.output}", f"preset: {self.config.preset}   dataset: {self.config['dataset']}",
+                 f"grid: {len(self.config.grid)} points"]
+        for stage in self.stages():
+            where = f"[{stage.point.name}] " if stage.point else ""
+            lines.append(f"  {'skip (done)' if stage.done else 'run        '}  {where}{stage.name} -> "
+                         f"{stage.output.relative_to(self.output)}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def state(self) -> Any:
+        if "state" not in self._cache:
+            from accelerate import PartialState
+
+            self._cache["state"] = PartialState()
+        return self._cache["state"]
+
+    def clean_leftovers(self) -> None:
+        """Remove temporary files of a killed run (hidden names: `.name.XXXX.tmp`, `.student-XXXX`)."""
+        for folder in [self.output, self.output / "baseline", *self.points_dir.glob("*")]:
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if entry.name.startswith("."):
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def run(self, on_stage: Callable[[Stage, float], None] | None = None) -> None:
+        main = self.state.is_main_process
+        if main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.clean_leftovers()
+            atomic_write_text(self.output / "config.yaml", self.config.to_yaml())
+        self.state.wait_for_everyone()
+        for stage in self.stages():
+            if stage.done:
+                continue
+            started = time.perf_counter()
+            where = f" [{stage.point.name}]" if stage.point else ""
+            if main:
+                print(f"==> {stage.name}{where}", flush=True)
+            stage.action()
+            self.state.wait_for_everyone()
+            elapsed = time.perf_counter() - started
+            key = stage.name if stage.point is None else f"{stage.name} (per point)"
+            self.timings[key] = self.timings.get(key, 0.0) + elapsed
+            if on_stage and main:
+                on_stage(stage, elapsed)
+        if main:
+            _write_json(self.output / "timings.json", self.timings)
+
+    # ------------------------------------------------------------------ models and data
+    def world(self) -> dict[str, Any]:
+        """Model locations and problem splits (the toy world is built, or taken from its cache)."""
+        if "world" not in self._cache:
+            from .data import load_splits
+
+            models = dict(self.config["models"])
+            toy_splits = None
+            if self.config["dataset"] == "toy":
+                from .toy_world import build_toy_world
+
+                world = build_toy_world(preset=self.config["toy_world"])
+                models.update(teacher=str(world.teacher_dir), proxy=str(world.proxy_dir),
+                              student=str(world.student_dir))
+                toy_splits = world.splits
+            self._cache["world"] = {"models": models, "splits": load_splits(self.config, toy_splits)}
+        return self._cache["world"]
+
+    def _model(self, role: str) -> tuple[Any, Any]:
+        if role not in self._cache:
+            from harness_plugin.loading import load_model, load_tokenizer
+
+            models = self.world()["models"]
+            trust = bool(models["trust_remote_code"])
+            dtype = models["proxy_dtype"] if role == "proxy" else models["dtype"]
+            if role == "proxy":
+                dtype = "float32" if dtype is None and self.state.device.type == "cpu" else dtype
+            self._cache[role] = (load_model(models[role], dtype=dtype, device=self.state.device,
+                                            trust_remote_code=trust),
+                                 load_tokenizer(models[role], trust_remote_code=trust))
+        return self._cache[role]
+
+    def _drop(self, role: str) -> None:
+        self._cache.pop(role, None)
+
+    def prompts(self, problems: list[dict[str, Any]], tokenizer: Any, system: str | None) -> list[str]:
+        from harness_plugin.commands import format_prompt
+
+        return [format_prompt(tokenizer, {"question": p["question"]}, system) for p in problems]
+
+    def sharded_generate(self, model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[dict[str, Any]]:
+        """`harness_plugin.generate` over this process's share of prompts, gathered in the original order."""
+        from accelerate.utils import gather_object
+
+        from harness_plugin import generate
+
+        state = self.state
+        indices = list(range(state.process_index, len(prompts), state.num_processes))
+        traces = generate(model, tokenizer, [prompts[i] for i in indices], progress=self.progress and
+                          state.is_main_process, **kwargs)
+        rows = [(i, t.to_dict()) for i, t in zip(indices, traces)]
+        if state.num_processes > 1:
+            rows = gather_object(rows)
+        return [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+    def _generation_kwargs(self, point: GridPoint | None, evaluation: bool = False) -> dict[str, Any]:
+        cfg = self.config["evaluation" if evaluation else "generation"]
+        gen = self.config["generation"]
+        kwargs: dict[str, Any] = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"],
+                                  "seed": gen["seed"] + self.state.process_index}
+        if point is None:  # greedy
+            return {**kwargs, "sampler": "temperature", "tau": 0.0}
+        return {**kwargs, "sampler": point.short_sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
+                "top_p": gen["top_p"], "top_k": gen["top_k"], "penalty": self._penalty(point)}
+
+    def _penalty(self, point: GridPoint) -> Any:
+        """One penalty (two perturbed proxy copies) per (ε, method), shared by the grid points that use it."""
+        if point.sampler == "temperature" or point.lam == 0:
+            return None
+        key = f"penalty-{point.eps}-{self.config['grid']['penalty']}"
+        if key not in self._cache:
+            from harness_plugin import AntidistillationPenalty, ProxyGradient
+            from harness_plugin.vocab import check_same_tokenizer
+
+            teacher_tokenizer = self._model("teacher")[1]
+            proxy, proxy_tokenizer = self._model("proxy")
+            models = self.world()["models"]
+            check_same_tokenizer(teacher_tokenizer, proxy_tokenizer, models["teacher"], models["proxy"])
+            gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
+            self._cache[key] = AntidistillationPenalty(
+                proxy, gradient, eps=point.eps, method=self.config["grid"]["penalty"],
+                vocab_size=len(teacher_tokenizer), dtype=self.config["models"]["proxy_dtype"])
+        return self._cache[key]
+
+    def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:
+        """Append the answer-forcing string after each trace and let the model finish the answer greedily."""
+        cfg = self.config["evaluation"]
+        prefix, tokens = cfg["answer_forcing"], cfg["answer_forcing_tokens"]
+        if not prefix or not tokens:
+            return
+        prompts = [r["prompt"] + r["completion"] + prefix for r in records]
+        forced = self.sharded_generate(model, tokenizer, prompts, sampler="temperature", tau=0.0,
+                                       max_new_tokens=tokens, batch_size=cfg["batch_size"])
+        for record, continuation in zip(records, forced):
+            record["forced_completion"] = record["completion"] + prefix + continuation["completion"]
+
+    def _evaluate(self, model: Any, tokenizer: Any, problems: list[dict[str, Any]], prompts: list[str],
+                  point: GridPoint | None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        from .scoring import score_records
+
+        traces = self.sharded_generate(model, tokenizer, prompts, **self._generation_kwargs(point, evaluation=True))
+        records = [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
+                   for p, t in zip(problems, traces)]
+        self._with_forced_answers(model, tokenizer, records)
+        metrics = score_records(records, self.config.answer_dataset)
+        metrics["mean_teacher_logprob"] = _mean_logprob(records)
+        metrics["mean_tokens"] = sum(r["num_tokens"] for r in records) / max(1, len(records))
+        return metrics, records
+
+    # ------------------------------------------------------------------ stages
+    def holdout_traces(self) -> None:
+        teacher, tokenizer = self._model("teacher")
+        problems = self.world()["splits"]["holdout"]
+        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(None))
+        if self.state.is_main_process:
+            write_jsonl(self.output / "holdout_traces.jsonl",
+                        [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
+                         for p, t in zip(problems, traces)])
+
+    def gradient(self) -> None:
+        from harness_plugin import ProxyGradient
+
+        proxy, tokenizer = self._model("proxy")
+        traces = read_jsonl(self.output / "holdout_traces.jsonl")
+        gradient = ProxyGradient.compute(proxy, tokenizer, traces, batch_size=self.config["gradient"]["batch_size"],
+                                         max_length=self.config["gradient"]["max_length"],
+                                         progress=self.progress and self.state.is_main_process)
+        if self.state.is_main_process:
+            gradient.save(self.output / "gradient")
+            print(f"    ‖g‖ = {gradient.norm:.4g} over {gradient.metadata['num_tokens']} tokens")
+
+    def baseline(self) -> None:
+        self._student_eval(Path(self.world()["models"]["student"]), self.output / "baseline" / "student_eval.json")
+
+    def train_traces(self, point: GridPoint) -> None:
+        teacher, tokenizer = self._model("teacher")
+        problems = self.world()["splits"]["train"]
+        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(point))
+        if self.state.is_main_process:
+            write_jsonl(self.point_dir(point) / "train_traces.jsonl",
+                        [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
+                         for p, t in zip(problems, traces)])
+
+    def teacher_eval(self, point: GridPoint) -> None:
+        teacher, tokenizer = self._model("teacher")
+        problems = self.world()["splits"]["test"]
+        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        metrics, records = self._evaluate(teacher, tokenizer, problems, prompts, point)
+        if self.state.is_main_process:
+            write_jsonl(self.point_dir(point) / "teacher_samples.jsonl", records)
+            _write_json(self.point_dir(point) / "teacher_eval.json", metrics)
+
+    def distil(self, point: GridPoint) -> None:
+        from .distill import DistillConfig, distill_student
+
+        traces = [{"question": t["question"], "completion": t["completion"], "prompt": t["prompt"]}
+                  for t in read_jsonl(self.point_dir(point) / "train_traces.jsonl")]
+        log: list[dict[str, Any]] = []
+        distill_student(self.world()["models"]["student"], traces, self.point_dir(point) / "student",
+                        DistillConfig(**self.config["distill"]),
+                        on_log=lambda step, logs: log.append({"step": step, **logs}))
+        if self.state.is_main_process:
+            write_jsonl(self.point_dir(point) / "distill_log.jsonl", log)
+
+    def student_eval(self, point: GridPoint) -> None:
+        self._student_eval(self.point_dir(point) / "student", self.point_dir(point) / "student_eval.json")
+
+    def _student_eval(self, student_dir: Path, output: Path) -> None:
+        from harness_plugin.loading import load_model, load_tokenizer
+
+        model = load_model(student_dir, dtype=self.config["models"]["dtype"], device=self.state.device,
+                           trust_remote_code=bool(self.config["models"]["trust_remote_code"]))
+        tokenizer = load_tokenizer(student_dir, trust_remote_code=bool(self.config["models"]["trust_remote_code"]))
+        problems = self.world()["splits"]["test"]
+        prompts = self.prompts(problems, tokenizer, None)  # the student gets the bare question in its own template
+        metrics, records = self._evaluate(model, tokenizer, problems, prompts, None)
+        if self.state.is_main_process:
+            write_jsonl(output.with_name(output.stem.replace("_eval", "_samples") + ".jsonl"), records)
+            _write_json(output, metrics)
+
+    def track(self, point: GridPoint) -> None:
+        if not self.state.is_main_process:
+            return
+        tracker = self.tracker()
+        folder = self.point_dir(point)
+        parent = tracker.parent_run_id(self.config.experiment)
+        run_id = tracker.child_run_id(parent, point.name)
+        teacher = json.loads((folder / "teacher_eval.json").read_text())
+        student = json.loads((folder / "student_eval.json").read_text())
+        baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
+        gradient_meta = json.loads((self.output / "gradient" / "gradient.json").read_text())
+        models = self.world()["models"]
+        tracker.log_params(run_id, {
+            "sampler": point.sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
+            "lam_code": point.tau * point.lam, "penalty": self.config["grid"]["penalty"],
+            "grad_norm": gradient_meta["norm"], "top_p": self.config["generation"]["top_p"],
+            "teacher": models["teacher"], "proxy": models["proxy"], "student": models["student"],
+            "dataset": self.config["dataset"], "preset": self.config.preset,
+            "holdout_traces_sha256": gradient_meta["traces_sha256"],
+            "train_traces_sha256": _file_sha256(folder / "train_traces.jsonl"),
+        })
+        metrics = {
+            "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
+            "student_base_accuracy": baseline["accuracy"],
+            "teacher_mean_logprob": teacher["mean_teacher_logprob"], "teacher_mean_tokens": teacher["mean_tokens"],
+        }
+        for key, source in (("teacher_accuracy_af", teacher), ("student_accuracy_af", student)):
+            if "accuracy_af" in source:
+                metrics[key] = source["accuracy_af"]
+        if "accuracy_af" in baseline:
+            metrics["student_base_accuracy_af"] = baseline["accuracy_af"]
+        train = read_jsonl(folder / "train_traces.jsonl")
+        metrics["train_traces_mean_teacher_logprob"] = _mean_logprob(train)
+        metrics["train_traces_mean_tokens"] = sum(t["num_tokens"] for t in train) / max(1, len(train))
+        client = tracker.client
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+        log_path = folder / "distill_log.jsonl"
+        if log_path.exists():
+            for entry in read_jsonl(log_path):
+                if "loss" in entry:
+                    client.log_metric(run_id, "distill_loss", float(entry["loss"]), step=int(entry["step"]))
+        for name in ("teacher_samples.jsonl", "student_samples.jsonl", "distill_log.jsonl"):
+            if (folder / name).exists():
+                client.log_artifact(run_id, str(folder / name), artifact_path="samples")
+        traces_sample = folder / "train_traces_sample.jsonl"
+        write_jsonl(traces_sample, train[:20])
+        client.log_artifact(run_id, str(traces_sample), artifact_path="samples")
+        version = tracker.register_student(run_id, folder / "student", tags={
+            "sampler": point.sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
+            "grid_point": point.name, "student_accuracy": student["accuracy"],
+            "teacher_accuracy": teacher["accuracy"]}, alias="clean" if point.is_clean else None)
+        tracker.finish(run_id)
+        _write_json(folder / "tracked.json", {"run_id": run_id, "parent_run_id": parent,
+                                              "registered_model": tracker.registered_model, "version": version})
+
+    def tracker(self) -> Any:
+        if "tracker" not in self._cache:
+            from .tracking import Tracker
+
+            self._cache["tracker"] = Tracker(self.output, self.config.experiment, self.config.registered_model)
+        return self._cache["tracker"]
+
+    def finish_parent(self) -> dict[str, Any]:
+        """Parent-run params, the config artifact and the baseline; returns the summary rows."""
+        tracker = self.tracker()
+        parent = tracker.parent_run_id(self.config.experiment)
+        models = self.world()["models"]
+        tracker.log_params(parent, {"preset": self.config.preset, "dataset": self.config["dataset"],
+                                    "teacher": models["teacher"], "proxy": models["proxy"],
+                                    "student": models["student"], "grid_points": len(self.config.grid)})
+        baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
+        tracker.client.log_metric(parent, "student_base_accuracy", baseline["accuracy"])
+        tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
+        if (self.output / "timings.json").exists():
+            tracker.client.log_artifact(parent, str(self.output / "timings.json"))
+        tracker.finish(parent)
+        rows = []
+        for point in self.config.grid:
+            folder = self.point_dir(point)
+            teacher = json.loads((folder / "teacher_eval.json").read_text())
+            student = json.loads((folder / "student_eval.json").read_text())
+            rows.append({"point": point.name, "sampler": point.sampler, "tau": point.tau, "lam": point.lam,
+                         "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
+                         "teacher_accuracy_af": teacher.get("accuracy_af"),
+                         "student_accuracy_af": student.get("accuracy_af")})
+        summary = {"parent_run_id": parent, "experiment": self.config.experiment,
+                   "tracking_uri": tracker.uri, "student_base_accuracy": baseline["accuracy"], "rows": rows}
+        _write_json(self.output / "summary.json", summary)
+        return summary
+
+
+def _mean_logprob(records: list[dict[str, Any]]) -> float:
+    total = sum(sum(r["teacher_logprobs"]) for r in records)
+    count = sum(len(r["teacher_logprobs"]) for r in records)
+    return total / count if count else 0.0
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,94 @@
+"""`antidistill bench run`: the whole experiment as one resumable command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+BUDGETS_S = {"toy": 20 * 60, "smoke": 3 * 60}
+
+
+def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
+    parser = bench_subparsers.add_parser(
+        "run", help="run the experiment: traces, gradient, distilled students, accuracies, MLflow",
+        description="Generate holdout traces, compute the proxy gradient, then for every grid point (sampler, τ, λ, "
+                    "ε) sample train traces, distil a student, and score teacher and student on the test split. "
+                    "Everything is tracked in MLflow (a sqlite store inside --output unless MLFLOW_TRACKING_URI is "
+                    "set). Stages whose output exists are skipped: rerun the same command to resume.")
+    parser.add_argument("--preset", default="toy",
+                        help="toy (offline CPU default), smoke (CI), paper-gsm8k, paper-math (GPUs + hub)")
+    parser.add_argument("--config", type=Path, default=None, help="YAML file with settings to override")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set grid.antidistillation.lam=[1,2] (repeatable)")
+    parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<preset>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (stages, grid, skips) and exit")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from harness_plugin.errors import AntidistillError
+
+    from .config import BenchConfig
+    from .data import check_data_available
+    from .pipeline import Pipeline
+
+    try:
+        config = BenchConfig.load(args.preset, args.config, args.overrides)
+        check_data_available(config)
+    except AntidistillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = (args.output or Path("runs") / config.preset).resolve()
+    pipeline = Pipeline(config, output, progress=not args.no_progress)
+    if args.dry_run:
+        print(pipeline.describe_plan())
+        return 0
+    started = time.perf_counter()
+    try:
+        _check_models(pipeline)
+        pipeline.run(on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True))
+    except AntidistillError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not pipeline.state.is_main_process:
+        return 0
+    summary = pipeline.finish_parent()
+    elapsed = time.perf_counter() - started
+    _print_summary(summary, pipeline, elapsed, config.preset)
+    return 0
+
+
+def _check_models(pipeline: object) -> None:
+    """Fail before any work when the proxy cannot serve the teacher (different tokenizers)."""
+    from harness_plugin.loading import load_tokenizer
+    from harness_plugin.vocab import check_same_tokenizer
+
+    models = pipeline.world()["models"]  # type: ignore[attr-defined]
+    trust = bool(models["trust_remote_code"])
+    check_same_tokenizer(load_tokenizer(models["teacher"], trust_remote_code=trust),
+                         load_tokenizer(models["proxy"], trust_remote_code=trust), models["teacher"], models["proxy"])
+
+
+def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str) -> None:
+    from .tracking import ui_command
+
+    rows = summary["rows"]
+    print(f"\n{'sampler':<17} {'tau':>5} {'lam':>6} {'teacher acc':>12} {'student acc':>12}")
+    for row in rows:
+        print(f"{row['sampler']:<17} {row['tau']:>5g} {row['lam']:>6g} {row['teacher_accuracy']:>12.3f} "
+              f"{row['student_accuracy']:>12.3f}")
+    print(f"{'undistilled student':<30} {'':>12} {summary['student_base_accuracy']:>12.3f}")
+    output = pipeline.output  # type: ignore[attr-defined]
+    timings = pipeline.timings  # type: ignore[attr-defined]
+    if timings:
+        print("\nstage timings (this invocation): " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    budget = BUDGETS_S.get(preset)
+    budget_note = f" (budget {budget / 60:.0f} min)" if budget else ""
+    print(f"\ntotal {elapsed / 60:.1f} min{budget_note}; outputs in {output}")
+    print(f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}")
+    print(f"browse: {ui_command(summary['tracking_uri'], output)}")
+    print(f"figures: antidistill figures --tracking-uri {summary['tracking_uri']} "
+          f"--experiment {summary['experiment']} --output {output / 'figures'}")

@@ -1,0 +1,123 @@
+"""MLflow bookkeeping for the suite: one parent run per experiment output, a nested run per grid point, and a
+registered model version per distilled student.
+
+Everything is found again by tags rather than by local state files, so a run killed at any point and started
+again reuses its runs and model versions instead of creating duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROLE = "antidistill.role"
+OUTPUT = "antidistill.output"
+POINT = "antidistill.grid_point"
+
+
+def tracking_uri_for(output: Path) -> tuple[str, bool]:
+    """`MLFLOW_TRACKING_URI` when set, else a sqlite database inside the output folder (True: we own it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, False
+    return f"sqlite:///{(output / 'mlflow.db').resolve()}", True
+
+
+def ui_command(uri: str, output: Path) -> str:
+    if uri.startswith("sqlite:///"):
+        return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {(output / 'mlartifacts').resolve()}"
+    return f"open {uri} in a browser (the MLflow server's UI)"
+
+
+def _quiet_mlflow() -> None:
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class Tracker:
+    """Find-or-create for the experiment, its parent run, the grid points' runs and model versions."""
+
+    def __init__(self, output: Path, experiment: str, registered_model: str) -> None:
+        import mlflow
+
+        _quiet_mlflow()
+        self.output = output.resolve()
+        self.uri, owned = tracking_uri_for(self.output)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = (self.output / "mlartifacts").as_uri() if owned else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+        self.experiment = experiment
+        self.registered_model = registered_model
+
+    def _find_run(self, filter_string: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def parent_run_id(self, name: str) -> str:
+        """The parent run of this output folder, created once."""
+        run_id = self._find_run(f"tags.`{ROLE}` = 'parent' and tags.`{OUTPUT}` = '{self.output}'")
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={ROLE: "parent", OUTPUT: str(self.output)})
+            run_id = run.info.run_id
+        return run_id
+
+    def child_run_id(self, parent_id: str, point_name: str, role: str = "grid_point") -> str:
+        """The nested run of one grid point (or of the baseline), created once."""
+        run_id = self._find_run(f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{POINT}` = '{point_name}'")
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=point_name, tags={
+                "mlflow.parentRunId": parent_id, ROLE: role, POINT: point_name, OUTPUT: str(self.output)})
+            run_id = run.info.run_id
+        return run_id
+
+    @contextmanager
+    def active(self, run_id: str, nested: bool = False) -> Iterator[Any]:
+        """Make `run_id` the fluent API's active run (so `mlflow.log_*` calls land there)."""
+        import mlflow
+
+        with mlflow.start_run(run_id=run_id, nested=nested) as run:
+            yield run
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params once (a resumed run already has them; MLflow refuses changed values)."""
+        existing = self.client.get_run(run_id).data.params
+        fresh = {k: str(v) for k, v in params.items() if k not in existing}
+        for key, value in fresh.items():
+            self.client.log_param(run_id, key, value)
+
+    def register_student(self, run_id: str, student_dir: Path, tags: Mapping[str, Any],
+                         alias: str | None = None) -> str:
+        """Log the student folder as an artifact and register it as a model version, once per run."""
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # registered by an earlier grid point already
+            self.client.create_registered_model(self.registered_model, description=(
+                "Students distilled from teacher traces, one version per sampler setting (antidistill bench)."))
+        versions = self.client.search_model_versions(f"name='{self.registered_model}' and run_id='{run_id}'")
+        if versions:
+            version = str(versions[0].version)
+        else:
+            self.client.log_artifacts(run_id, str(student_dir), artifact_path="student")
+            source = f"{self.client.get_run(run_id).info.artifact_uri}/student"
+            version = str(self.client.create_model_version(
+                self.registered_model, source=source, run_id=run_id,
+                tags={k: str(v) for k, v in tags.items()}).version)
+        if alias:
+            self.client.set_registered_model_alias(self.registered_model, alias, version)
+        return version
+
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
