@@ -24,6 +24,7 @@ from .config import BenchConfig, GridPoint
 
 @dataclass
 class Stage:
+    key: str  # holdout | gradient | baseline | traces | teacher | student | student-eval | track
     name: str
     output: Path
     action: Callable[[], None]
@@ -54,18 +55,18 @@ class Pipeline:
     def stages(self) -> list[Stage]:
         out = self.output
         stages = [
-            Stage("holdout traces (teacher, greedy)", out / "holdout_traces.jsonl", self.holdout_traces),
-            Stage("proxy gradient", out / "gradient", self.gradient),
-            Stage("undistilled student accuracy", out / "baseline" / "student_eval.json", self.baseline),
+            Stage("holdout", "holdout traces (teacher, greedy)", out / "holdout_traces.jsonl", self.holdout_traces),
+            Stage("gradient", "proxy gradient", out / "gradient", self.gradient),
+            Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json", self.baseline),
         ]
         for point in self.config.grid:
             folder = self.point_dir(point)
             stages += [
-                Stage("train traces", folder / "train_traces.jsonl", lambda p=point: self.train_traces(p), point),
-                Stage("teacher accuracy", folder / "teacher_eval.json", lambda p=point: self.teacher_eval(p), point),
-                Stage("distil student", folder / "student", lambda p=point: self.distil(p), point),
-                Stage("student accuracy", folder / "student_eval.json", lambda p=point: self.student_eval(p), point),
-                Stage("MLflow run + model version", folder / "tracked.json", lambda p=point: self.track(p), point),
+                Stage("traces", "train traces", folder / "train_traces.jsonl", lambda p=point: self.train_traces(p), point),
+                Stage("teacher", "teacher accuracy", folder / "teacher_eval.json", lambda p=point: self.teacher_eval(p), point),
+                Stage("student", "distil student", folder / "student", lambda p=point: self.distil(p), point),
+                Stage("student-eval", "student accuracy", folder / "student_eval.json", lambda p=point: self.student_eval(p), point),
+                Stage("track", "MLflow run + model version", folder / "tracked.json", lambda p=point: self.track(p), point),
             ]
         return stages
 
@@ -95,7 +96,8 @@ class Pipeline:
                     if entry.name.startswith("."):
                         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
-    def run(self, on_stage: Callable[[Stage, float], None] | None = None) -> None:
+    def run(self, on_stage: Callable[[Stage, float], None] | None = None, stop_after: str | None = None) -> bool:
+        """Run the stages not done yet; True when the whole plan is done (False: stopped at `stop_after`)."""
         main = self.state.is_main_process
         if main:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -116,8 +118,11 @@ class Pipeline:
             self.timings[key] = self.timings.get(key, 0.0) + elapsed
             if on_stage and main:
                 on_stage(stage, elapsed)
+            if stop_after is not None and stage.key == stop_after:
+                return False
         if main:
             _write_json(self.output / "timings.json", self.timings)
+        return True
 
     # ------------------------------------------------------------------ models and data
     def world(self) -> dict[str, Any]:
@@ -131,8 +136,8 @@ class Pipeline:
                 from .toy_world import build_toy_world
 
                 world = build_toy_world(preset=self.config["toy_world"])
-                models.update(teacher=str(world.teacher_dir), proxy=str(world.proxy_dir),
-                              student=str(world.student_dir))
+                built = {"teacher": world.teacher_dir, "proxy": world.proxy_dir, "student": world.student_dir}
+                models.update({role: str(path) for role, path in built.items() if not models[role]})
                 toy_splits = world.splits
             self._cache["world"] = {"models": models, "splits": load_splits(self.config, toy_splits)}
         return self._cache["world"]

@@ -25,6 +25,8 @@ def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<preset>)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (stages, grid, skips) and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--stop-after", choices=("holdout", "gradient", "baseline"), default=None,
+                        help="stop after this stage (e.g. to compute only the proxy gradient)")
     parser.set_defaults(func=run_command)
 
 
@@ -49,11 +51,15 @@ def run_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         _check_models(pipeline)
-        pipeline.run(on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True))
+        finished = pipeline.run(on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True),
+                                stop_after=args.stop_after)
     except AntidistillError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not pipeline.state.is_main_process:
+        return 0
+    if not finished:
+        print(f"stopped after the {args.stop_after} stage as asked; outputs in {output}")
         return 0
     summary = pipeline.finish_parent()
     elapsed = time.perf_counter() - started

@@ -1,0 +1,69 @@
+"""Benchmark settings: presets, overrides, and bad settings caught before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.config import BenchConfig, ConfigError, parse_set, preset_names
+from benchmarks.data import check_data_available, load_splits
+
+
+def test_every_preset_loads_and_has_all_three_samplers():
+    assert {"toy", "smoke", "paper-gsm8k", "paper-math"} <= set(preset_names())
+    for name in preset_names():
+        config = BenchConfig.load(name)
+        samplers = {p.sampler for p in config.grid}
+        assert samplers == {"temperature", "antidistillation", "permutation"}
+        assert any(p.is_clean for p in config.grid), "the clean-trace student needs a greedy point"
+
+
+def test_overrides_from_set_and_file(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("grid:\n  antidistillation:\n    lam: [3, 5]\ndistill:\n  warmup_ratio: 0.1\n")
+    config = BenchConfig.load("smoke", extra, ["generation.max_new_tokens=12", "tracking.experiment=mine"])
+    lams = [p.lam for p in config.grid if p.sampler == "antidistillation"]
+    assert lams == [3.0, 5.0]
+    assert config["generation"]["max_new_tokens"] == 12
+    assert config["distill"]["warmup_ratio"] == 0.1
+    assert config.experiment == "mine"
+    assert parse_set("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["grid.antidistillation.lam=[-1]"], "lam must be >= 0"),
+    (["grid.permutation.eps=0"], "eps must be > 0"),
+    (["no_such_key=1"], "unknown setting 'no_such_key'"),
+    (["distill.method=magic"], "lora"),
+    (["dataset=imagenet"], "unknown dataset"),
+    (["dataset=gsm8k"], "needs models.teacher"),
+    (["generation.top_p=1.5"], "top_p"),
+    (["grid.temperature.tau=[1, 1]"], "repeats"),
+    (["generation.batch_size=0"], "positive integer"),
+])
+def test_bad_settings_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        BenchConfig.load("smoke", overrides=overrides)
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ConfigError, match="smoke"):
+        BenchConfig.load("large")
+
+
+def test_missing_offline_data_file_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTIDISTILL_DATA_DIR", str(tmp_path))
+    config = BenchConfig.load("paper-gsm8k")
+    with pytest.raises(ConfigError, match="gsm8k/train.jsonl"):
+        check_data_available(config)
+
+
+def test_paper_splits_from_offline_data(shared_data, monkeypatch):
+    monkeypatch.setenv("ANTIDISTILL_DATA_DIR", str(shared_data))
+    gsm8k = load_splits(BenchConfig.load("paper-gsm8k"))
+    assert len(gsm8k["train"]) == int(7473 * 0.7) and len(gsm8k["holdout"]) == 7473 - int(7473 * 0.7)
+    assert len(gsm8k["test"]) == 1209  # GSM8K-Platinum
+    assert gsm8k["train"][0]["reference"] == "72"  # first GSM8K train problem (Natalia's clips)
+    math = load_splits(BenchConfig.load("paper-math", overrides=["data.n_test=50"]))
+    assert 5200 < len(math["train"]) <= 5250 and len(math["test"]) == 50
+    assert all(r["reference"] for r in math["test"])
+    assert {r["id"] for r in math["train"]}.isdisjoint(r["id"] for r in math["holdout"])
