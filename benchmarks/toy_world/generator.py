@@ -1,0 +1,477 @@
+"""Synthetic GSM8K-like and MATH-like word problems with exact, checkable worked solutions.
+
+Why synthetic: the toy world must run the paper's experiment with no network and no GPU, so its data has to be
+small enough for a ~1M-parameter model to learn on a CPU in minutes, yet keep the shape of the real benchmarks
+(multi-step chain of thought ending in `#### <answer>` for GSM8K, `\\boxed{}` answers for MATH) so that every
+later stage (trace generation, answer checking, distillation) runs the same code as on real data.
+
+All arithmetic is exact (`fractions.Fraction`): the generator never computes a number it has not checked.
+Every record carries its template name and the sampled numbers (`params`) so tests can recompute the answer
+independently of the solution text.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from math import gcd
+
+GENERATOR_VERSION = "1"
+
+NAMES = [
+    "Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack",
+    "Kim", "Leo", "Mia", "Nora", "Omar", "Pia", "Sam", "Tara", "Uma", "Zoe",
+]  # fmt: skip
+SHE = {"Ann", "Cara", "Eva", "Gina", "Ivy", "Kim", "Mia", "Nora", "Pia", "Tara", "Uma", "Zoe"}
+GOODS = ["apples", "pens", "books", "cups", "toys", "hats", "cakes", "balls", "kites", "shirts"]
+MADE = ["toys", "cups", "bags", "boxes", "chairs", "lamps"]
+SWEETS = ["candies", "cookies", "stickers", "marbles", "cards", "shells"]
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """What makes a problem hard for a tiny model: how many arithmetic steps, and how large the numbers get.
+
+    `max_factor` bounds both factors of every product and every divisor; `max_value` bounds every number
+    that appears in a problem or a solution (operands and intermediate results alike).
+    """
+
+    min_steps: int = 2
+    max_steps: int = 3
+    max_factor: int = 9
+    max_value: int = 99
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps <= 4:
+            raise ValueError(f"need 1 <= min_steps <= max_steps <= 4, got {self.min_steps}..{self.max_steps}")
+        if self.max_factor < 2 or self.max_value < 2 * self.max_factor:
+            raise ValueError("need max_factor >= 2 and max_value >= 2 * max_factor")
+
+
+class _Reject(Exception):
+    """Raised by a template when its sampled numbers break the difficulty bounds; the caller resamples."""
+
+
+class _Steps:
+    """Collects solution lines of the form `<text> a op b = c <unit>.` with exact checked arithmetic."""
+
+    OPS: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
+        "+": lambda a, b: a + b,
+        "-": lambda a, b: a - b,
+        "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b,
+    }
+
+    def __init__(self, difficulty: Difficulty) -> None:
+        self.d = difficulty
+        self.lines: list[str] = []
+
+    def calc(self, before: str, a: int, op: str, b: int, after: str) -> int:
+        """Append one line; reject numbers out of bounds (a product needs one small factor, a divisor too)."""
+        if (op == "*" and min(a, b) > self.d.max_factor) or (op == "/" and b > self.d.max_factor):
+            raise _Reject
+        value = self.OPS[op](Fraction(a), Fraction(b))
+        if value.denominator != 1 or not 0 <= value <= self.d.max_value or max(a, b) > self.d.max_value:
+            raise _Reject
+        result = int(value)
+        self.lines.append(f"{before} {a} {op} {b} = {result}{after}.")
+        return result
+
+    def solution(self, final: int) -> str:
+        return "\n".join([*self.lines, f"#### {final}"])
+
+
+def _pronoun(name: str) -> tuple[str, str]:
+    return ("She", "her") if name in SHE else ("He", "his")
+
+
+# Each GSM8K template draws its numbers and writes the question and the worked solution; `n_steps` is the
+# number of arithmetic lines wanted (a template with fewer variants uses its longest one). It returns
+# (question, steps, final, params); `params` holds every sampled number, for independent re-computation.
+Template = Callable[[random.Random, int, Difficulty], tuple[str, "_Steps", int, dict]]
+
+
+def _shopping(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    name = rng.choice(NAMES)
+    he, _ = _pronoun(name)
+    s = _Steps(d)
+    n_items = 1 if n_steps <= 2 else 2
+    change = n_steps in (2, 4)
+    goods = rng.sample(GOODS, n_items)
+    counts = [rng.randint(2, d.max_factor) for _ in goods]
+    prices = [rng.randint(2, d.max_factor) for _ in goods]
+    parts = [f"{c} {g} at {p} dollars each" for c, g, p in zip(counts, goods, prices)]
+    question = f"{name} buys {' and '.join(parts)}."
+    costs = [s.calc(f"The {g} cost", c, "*", p, " dollars") for c, g, p in zip(counts, goods, prices)]
+    total = costs[0]
+    if n_items == 2:
+        total = s.calc(f"In total {he.lower()} spends", costs[0], "+", costs[1], " dollars")
+    params: dict = {"counts": counts, "prices": prices}
+    if change:
+        bill = rng.choice([b for b in (20, 50, 100) if total <= b <= d.max_value] or [0])
+        if bill < total:
+            raise _Reject
+        question += f" {he} pays with {bill} dollars. How much change does {he.lower()} get?"
+        final = s.calc(f"{he} gets", bill, "-", total, " dollars back")
+        params["bill"] = bill
+    else:
+        question += f" How many dollars does {he.lower()} spend?"
+        final = total
+    return question, s, final, params
+
+
+def _rates(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    thing = rng.choice(MADE)
+    s = _Steps(d)
+    rate, hours = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
+    params: dict = {"rate": rate, "hours": hours}
+    question = f"A machine makes {rate} {thing} per hour."
+    if n_steps == 1:
+        question += f" How many {thing} does it make in {hours} hours?"
+        final = s.calc("It makes", rate, "*", hours, f" {thing}")
+        return question, s, final, params
+    days = rng.randint(2, d.max_factor)
+    params["days"] = days
+    question += f" It works {hours} hours a day for {days} days."
+    per_day = s.calc("Each day it makes", rate, "*", hours, f" {thing}")
+    final = s.calc("In all it makes", per_day, "*", days, f" {thing}")
+    if n_steps >= 3:
+        broken = rng.randint(1, max(1, final // 2))
+        params["broken"] = broken
+        question += f" {broken} of them break."
+        final = s.calc("The good ones are", final, "-", broken, f" {thing}")
+    if n_steps >= 4:
+        per_box = rng.randint(2, d.max_factor)
+        params["per_box"] = per_box
+        question += f" The good ones are packed {per_box} to a box. How many boxes are filled?"
+        final = s.calc("They fill", final, "/", per_box, " boxes")
+    elif n_steps == 3:
+        question += f" How many good {thing} are there?"
+    else:
+        question += f" How many {thing} does it make?"
+    return question, s, final, params
+
+
+def _ages(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    a, b, c = rng.sample(NAMES, 3)
+    s = _Steps(d)
+    age_a, older = rng.randint(2, 40), rng.randint(1, 30)
+    params: dict = {"age": age_a, "older": older}
+    question = f"{a} is {age_a} years old. {b} is {older} years older than {a}."
+    age_b = s.calc(f"{b} is", age_a, "+", older, " years old")
+    if n_steps == 1:
+        return question + f" How old is {b}?", s, age_b, params
+    if n_steps == 2:
+        question += f" How old are {a} and {b} together?"
+        return question, s, s.calc("Together they are", age_a, "+", age_b, " years old"), params
+    times = rng.randint(2, d.max_factor)
+    params["times"] = times
+    question += f" {c} is {times} times as old as {a}."
+    age_c = s.calc(f"{c} is", times, "*", age_a, " years old")
+    final = s.calc("Together they are", age_b, "+", age_c, " years old")
+    if n_steps == 3:
+        return question + f" How old are {b} and {c} together?", s, final, params
+    years = rng.randint(1, 20)
+    params["years"] = years
+    question += f" How much older than {b} will {c} be in {years} years?"
+    final = s.calc(f"{c} is", age_c, "-", age_b, f" years older than {b}")
+    s.lines.pop(-2)  # the sum is not needed for this question
+    s.lines.append(f"The gap stays the same in {years} years.")
+    return question, s, final, params
+
+
+def _sharing(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    name = rng.choice(NAMES)
+    he, _ = _pronoun(name)
+    sweet = rng.choice(SWEETS)
+    s = _Steps(d)
+    friends, each = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
+    eaten = rng.randint(1, 20) if n_steps >= 2 else 0
+    start = friends * each + eaten
+    params: dict = {"start": start, "eaten": eaten, "friends": friends}
+    if n_steps >= 2:
+        question = (
+            f"{name} has {start} {sweet}. {he} eats {eaten} of them and shares the rest equally "
+            f"among {friends} friends."
+        )
+        left = s.calc(f"{he} has", start, "-", eaten, f" {sweet} left")
+    else:
+        question = f"{name} shares {start} {sweet} equally among {friends} friends."
+        left = start
+    final = s.calc("Each friend gets", left, "/", friends, f" {sweet}")
+    if n_steps >= 3:
+        extra = rng.randint(1, 20)
+        params["extra"] = extra
+        question += f" Then each friend finds {extra} more. How many {sweet} does each friend have now?"
+        final = s.calc("Now each friend has", final, "+", extra, f" {sweet}")
+    else:
+        question += f" How many {sweet} does each friend get?"
+    return question, s, final, params
+
+
+def _units(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    """Unit conversion with small factors (weeks, dozens, yards), so the products stay within bounds."""
+    name = rng.choice(NAMES)
+    he, _ = _pronoun(name)
+    s = _Steps(d)
+    unit, per, small = rng.choice([("weeks", 7, "days"), ("dozen", 12, "eggs"), ("yards", 3, "feet")])
+    big = rng.randint(2, d.max_factor)
+    params: dict = {"per": per, "big": big}
+    question = {
+        "weeks": f"{name} reads every day for {big} weeks",
+        "dozen": f"{name} buys {big} dozen eggs",
+        "yards": f"{name} has a rope {big} yards long",
+    }[unit]
+    final = s.calc(f"{big} {unit} is", big, "*", per, f" {small}")
+    if n_steps >= 2:
+        more = rng.randint(1, 20)
+        params["more"] = more
+        question += f" and {more} more {small}"
+        final = s.calc("In total that is", final, "+", more, f" {small}")
+    question += "."
+    if n_steps >= 3:
+        parts = rng.randint(2, d.max_factor)
+        params["parts"] = parts
+        question += f" {he} splits the {small} into {parts} equal parts. How many {small} are in each part?"
+        final = s.calc("Each part has", final, "/", parts, f" {small}")
+    else:
+        question += f" How many {small} is that?"
+    return question, s, final, params
+
+
+def _savings(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
+    name = rng.choice(NAMES)
+    he, _ = _pronoun(name)
+    s = _Steps(d)
+    per_week, weeks = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
+    params: dict = {"per_week": per_week, "weeks": weeks}
+    question = f"{name} saves {per_week} dollars each week for {weeks} weeks."
+    final = s.calc(f"{he} saves", per_week, "*", weeks, " dollars")
+    if n_steps >= 2:
+        gift = rng.randint(1, 30)
+        params["gift"] = gift
+        question += f" {he} also gets {gift} dollars as a gift."
+        final = s.calc(f"{he} has", final, "+", gift, " dollars")
+    if n_steps >= 3:
+        price = rng.randint(1, final)
+        params["price"] = price
+        question += f" Then {he.lower()} buys a game for {price} dollars. How many dollars are left?"
+        final = s.calc(f"{he} has", final, "-", price, " dollars left")
+    else:
+        question += f" How many dollars does {he.lower()} have?"
+    return question, s, final, params
+
+
+GSM8K_TEMPLATES: dict[str, Template] = {
+    "shopping": _shopping,
+    "rates": _rates,
+    "ages": _ages,
+    "sharing": _sharing,
+    "units": _units,
+    "savings": _savings,
+}
+
+
+# ---------------------------------------------------------------------------------------------- MATH-like
+
+
+def _latex_fraction(q: Fraction) -> str:
+    if q.denominator == 1:
+        return str(q.numerator)
+    sign = "-" if q < 0 else ""
+    return f"{sign}\\frac{{{abs(q.numerator)}}}{{{q.denominator}}}"
+
+
+def _fraction_sum(rng: random.Random, d: Difficulty) -> tuple[str, str, str, dict]:
+    b, dd = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
+    a, c = rng.randint(1, b - 1), rng.randint(1, dd - 1)
+    op = rng.choice("+-")
+    value = Fraction(a, b) + Fraction(c, dd) if op == "+" else Fraction(a, b) - Fraction(c, dd)
+    num = a * dd + c * b if op == "+" else a * dd - c * b
+    question = f"Compute $\\frac{{{a}}}{{{b}}} {op} \\frac{{{c}}}{{{dd}}}$."
+    answer = (
+        f"Over the common denominator ${b * dd}$, "
+        f"$\\frac{{{a}}}{{{b}}} {op} \\frac{{{c}}}{{{dd}}} = \\frac{{{num}}}{{{b * dd}}}$, "
+        f"which simplifies to ${_latex_fraction(value)}$.\nThe answer is $\\boxed{{{_latex_fraction(value)}}}$."
+    )
+    return question, answer, _latex_fraction(value), {"a": a, "b": b, "c": c, "d": dd, "op": op}
+
+
+def _linear(rng: random.Random, d: Difficulty) -> tuple[str, str, str, dict]:
+    a = rng.randint(2, d.max_factor)
+    b, c = rng.randint(-20, 20), rng.randint(-20, 20)
+    x = Fraction(c - b, a)
+    lhs = f"{a}x {'+' if b >= 0 else '-'} {abs(b)}"
+    question = f"Solve ${lhs} = {c}$ for $x$."
+    answer = (
+        f"Subtracting ${b}$ from both sides gives ${a}x = {c - b}$, so $x = \\frac{{{c - b}}}{{{a}}}"
+        f" = {_latex_fraction(x)}$.\nThe answer is $\\boxed{{{_latex_fraction(x)}}}$."
+    )
+    return question, answer, _latex_fraction(x), {"a": a, "b": b, "c": c}
+
+
+def _expand(rng: random.Random, d: Difficulty) -> tuple[str, str, str, dict]:
+    p, q = rng.randint(1, d.max_factor), rng.randint(1, d.max_factor)
+    question = f"Expand $(x + {p})(x + {q})$."
+    poly = f"x^2 + {p + q}x + {p * q}"
+    answer = (
+        f"By distributing, $(x + {p})(x + {q}) = x^2 + {p}x + {q}x + {p * q} = {poly}$.\n"
+        f"The answer is $\\boxed{{{poly}}}$."
+    )
+    return question, answer, poly, {"p": p, "q": q}
+
+
+def _simplify(rng: random.Random, d: Difficulty) -> tuple[str, str, str, dict]:
+    k = rng.randint(2, d.max_factor)
+    num, den = rng.randint(1, d.max_factor), rng.randint(2, d.max_factor)
+    value = Fraction(num * k, den * k)
+    g = gcd(num * k, den * k)
+    question = f"Simplify $\\frac{{{num * k}}}{{{den * k}}}$."
+    answer = (
+        f"The greatest common divisor of ${num * k}$ and ${den * k}$ is ${g}$, "
+        f"so the fraction is ${_latex_fraction(value)}$.\nThe answer is $\\boxed{{{_latex_fraction(value)}}}$."
+    )
+    return question, answer, _latex_fraction(value), {"num": num * k, "den": den * k}
+
+
+MATH_TEMPLATES: dict[str, Callable[[random.Random, Difficulty], tuple[str, str, str, dict]]] = {
+    "fraction_sum": _fraction_sum,
+    "linear": _linear,
+    "expand": _expand,
+    "simplify": _simplify,
+}
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One record in GSM8K format (`question`, `answer` ending in `#### final`, `final`), plus provenance."""
+
+    question: str
+    answer: str
+    final: str
+    family: str
+    template: str
+    params: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Identity for split disjointness: the template and its numbers, ignoring names and items."""
+        numbers = sorted((k, str(v)) for k, v in self.params.items())
+        return f"{self.family}:{self.template}:{numbers}"
+
+
+def generate_problems(seed: int, family: str = "gsm8k", difficulty: Difficulty | None = None) -> Iterator[Problem]:
+    """Yield an endless, deterministic stream of problems (duplicates possible; `make_splits` removes them)."""
+    difficulty = difficulty or Difficulty()
+    rng = random.Random(f"{family}-{seed}")
+    if family == "gsm8k":
+        names = sorted(GSM8K_TEMPLATES)
+        while True:
+            # Retry the same template and step count on rejection, so tight bounds do not skew the mix.
+            template = rng.choice(names)
+            n_steps = rng.randint(difficulty.min_steps, difficulty.max_steps)
+            for _ in range(1000):
+                try:
+                    question, steps, final, params = GSM8K_TEMPLATES[template](rng, n_steps, difficulty)
+                    break
+                except _Reject:
+                    continue
+            else:
+                raise ValueError(f"template {template!r} cannot fit {difficulty}: raise max_value")
+            params["n_steps"] = len(steps.lines)
+            yield Problem(question, steps.solution(final), str(final), family, template, params)
+    elif family == "math":
+        names = sorted(MATH_TEMPLATES)
+        while True:
+            template = rng.choice(names)
+            question, answer, final, params = MATH_TEMPLATES[template](rng, difficulty)
+            yield Problem(question, answer, final, family, template, params)
+    else:
+        raise ValueError(f"unknown problem family {family!r}: use 'gsm8k' or 'math'")
+
+
+def make_splits(
+    seed: int, sizes: dict[str, int], family: str = "gsm8k", difficulty: Difficulty | None = None
+) -> dict[str, list[dict]]:
+    """Draw unique problems and deal them into splits in the order given (e.g. test, holdout, train).
+
+    Test is dealt first so its size and content do not depend on how much training data a preset asks for:
+    two presets with the same seed and test size share the test split. Raises when the generator runs out of
+    distinct problems (the difficulty bounds are too tight for the sizes requested).
+    """
+    seen: set[str] = set()
+    splits: dict[str, list[dict]] = {name: [] for name in sizes}
+    stream = generate_problems(seed, family, difficulty)
+    misses = 0
+    for name, size in sizes.items():
+        while len(splits[name]) < size:
+            problem = next(stream)
+            key = problem.key()
+            if key in seen:
+                misses += 1
+                if misses > 5_000:  # consecutive duplicates: the space of distinct problems is exhausted
+                    raise ValueError(
+                        f"only {len(seen)} distinct {family} problems fit the difficulty bounds; "
+                        "ask for smaller splits or raise max_value/max_factor"
+                    )
+                continue
+            misses = 0
+            seen.add(key)
+            splits[name].append(problem.to_dict())
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------- generic corpus
+
+WORLD_FACTS = [
+    "A week has 7 days.",
+    "A dozen is 12.",
+    "A yard is 3 feet.",
+    "To share equally, divide the total by the number of people.",
+    "Change is the money paid minus the cost.",
+    "The cost of several things is the count times the price.",
+]
+
+
+def arithmetic_fact(rng: random.Random, d: Difficulty) -> str:
+    """One true equation `a op b = c` drawn uniformly over the operations the problems use, within bounds.
+
+    This is the student's arithmetic schooling: it learns to compute, but never sees a worked solution.
+    """
+    op = rng.choice("+-*/")
+    if op == "+":
+        c = rng.randint(2, d.max_value)
+        a = rng.randint(1, c - 1)
+        return f"{a} + {c - a} = {c}"
+    if op == "-":
+        a = rng.randint(1, d.max_value)
+        b = rng.randint(0, a)
+        return f"{a} - {b} = {a - b}"
+    small = rng.randint(1, d.max_factor)
+    big = rng.randint(1, d.max_value // small)
+    if op == "*":
+        a, b = (small, big) if rng.random() < 0.5 else (big, small)
+        return f"{a} * {b} = {a * b}"
+    return f"{small * big} / {small} = {big}"
+
+
+def generic_corpus(questions: list[str], n_docs: int, seed: int, d: Difficulty, facts_per_doc: int) -> list[str]:
+    """Documents of the student's pretraining: problem statements (no solutions), facts and equations."""
+    rng = random.Random(f"corpus-{seed}")
+    docs = []
+    for _ in range(n_docs):
+        if rng.random() < 0.5 and questions:
+            docs.append(rng.choice(questions))
+        else:
+            lines = [arithmetic_fact(rng, d) + "." for _ in range(facts_per_doc)]
+            if rng.random() < 0.3:
+                lines.insert(rng.randint(0, len(lines)), rng.choice(WORLD_FACTS))
+            docs.append("\n".join(lines))
+    return docs

@@ -1,0 +1,165 @@
+"""The toy world's problem generator: deterministic, arithmetically right, splits disjoint.
+
+Every final answer is recomputed here from the sampled numbers with formulas written independently of the
+generator's solution text, and every solution line's arithmetic is re-checked with exact fractions.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from itertools import islice
+
+import pytest
+
+from benchmarks.toy_world.generator import (
+    Difficulty,
+    arithmetic_fact,
+    generate_problems,
+    generic_corpus,
+    make_splits,
+)
+
+
+def expected_gsm8k(template: str, p: dict) -> int:
+    """The answer of a GSM8K-like problem from its numbers alone."""
+    n = p["n_steps"]
+    if template == "shopping":
+        total = sum(c * q for c, q in zip(p["counts"], p["prices"]))
+        return p["bill"] - total if "bill" in p else total
+    if template == "rates":
+        made = p["rate"] * p["hours"] * p.get("days", 1)
+        good = made - p.get("broken", 0)
+        return good // p["per_box"] if "per_box" in p else good
+    if template == "ages":
+        a, b = p["age"], p["age"] + p["older"]
+        if n == 1:
+            return b
+        if n == 2:
+            return a + b
+        c = p["times"] * a
+        return c - b if "years" in p else b + c
+    if template == "sharing":
+        return (p["start"] - p["eaten"]) // p["friends"] + p.get("extra", 0)
+    if template == "units":
+        return (p["big"] * p["per"] + p.get("more", 0)) // p.get("parts", 1)
+    if template == "savings":
+        return p["per_week"] * p["weeks"] + p.get("gift", 0) - p.get("price", 0)
+    raise AssertionError(f"untested template {template}")
+
+
+def latex_to_fraction(text: str) -> Fraction:
+    m = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", text)
+    if m:
+        value = Fraction(int(m.group(2)), int(m.group(3)))
+        return -value if m.group(1) else value
+    assert re.fullmatch(r"-?\d+", text), text
+    return Fraction(int(text))
+
+
+def expected_math(template: str, p: dict) -> Fraction | tuple[int, int]:
+    if template == "fraction_sum":
+        x, y = Fraction(p["a"], p["b"]), Fraction(p["c"], p["d"])
+        return x + y if p["op"] == "+" else x - y
+    if template == "linear":
+        return Fraction(p["c"] - p["b"], p["a"])
+    if template == "simplify":
+        return Fraction(p["num"], p["den"])
+    if template == "expand":
+        return (p["p"] + p["q"], p["p"] * p["q"])
+    raise AssertionError(f"untested template {template}")
+
+
+LINE = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+OPS = {"+": Fraction.__add__, "-": Fraction.__sub__, "*": Fraction.__mul__, "/": Fraction.__truediv__}
+
+
+def _answers_module():
+    try:
+        from harness_plugin import answers
+    except ImportError:
+        return None
+    return answers if hasattr(answers, "score") else None
+
+
+@pytest.mark.parametrize("difficulty", [Difficulty(), Difficulty(min_steps=1, max_steps=4, max_factor=12, max_value=300)])
+def test_gsm8k_answers_are_right(difficulty: Difficulty) -> None:
+    answers = _answers_module()
+    templates = set()
+    for problem in islice(generate_problems(7, "gsm8k", difficulty), 600):
+        templates.add(problem.template)
+        expected = expected_gsm8k(problem.template, problem.params)
+        assert problem.final == str(expected)
+        assert problem.answer.endswith(f"\n#### {expected}")
+        lines = problem.answer.split("\n")[:-1]
+        assert len(lines) >= problem.params["n_steps"]
+        for line in lines:
+            for a, op, b, c in LINE.findall(line):
+                assert OPS[op](Fraction(a), Fraction(b)) == Fraction(c), line
+        numbers = [int(x) for x in re.findall(r"\d+", problem.answer)]
+        assert max(numbers) <= difficulty.max_value
+        if answers is not None:
+            assert answers.score(problem.answer, problem.final, "gsm8k")
+    assert len(templates) >= 5, "the generator should exercise all its templates"
+
+
+def test_math_answers_are_right() -> None:
+    answers = _answers_module()
+    for problem in islice(generate_problems(3, "math"), 300):
+        expected = expected_math(problem.template, problem.params)
+        assert f"\\boxed{{{problem.final}}}" in problem.answer
+        if problem.template == "expand":
+            s, prod = expected
+            assert problem.final == f"x^2 + {s}x + {prod}"
+        else:
+            assert latex_to_fraction(problem.final) == expected
+            # answers are fully reduced
+            assert latex_to_fraction(problem.final).denominator == expected.denominator
+        if answers is not None:
+            assert answers.score(problem.answer, problem.final, "math")
+
+
+def test_generator_is_deterministic_and_seed_dependent() -> None:
+    a = [p.to_dict() for p in islice(generate_problems(11), 50)]
+    b = [p.to_dict() for p in islice(generate_problems(11), 50)]
+    c = [p.to_dict() for p in islice(generate_problems(12), 50)]
+    assert a == b
+    assert a != c
+
+
+def test_splits_are_disjoint_and_deterministic() -> None:
+    sizes = {"test": 100, "holdout": 100, "train": 2000}
+    splits = make_splits(5, sizes)
+    assert {k: len(v) for k, v in splits.items()} == sizes
+    keys = {name: {(r["template"], str(sorted(r["params"].items()))) for r in recs} for name, recs in splits.items()}
+    questions = {name: {r["question"] for r in recs} for name, recs in splits.items()}
+    for x, y in [("test", "holdout"), ("test", "train"), ("holdout", "train")]:
+        assert not keys[x] & keys[y]
+        assert not questions[x] & questions[y]
+    assert make_splits(5, sizes) == splits
+    # the test split does not depend on how much training data is asked for
+    assert make_splits(5, {"test": 100, "holdout": 10, "train": 10})["test"] == splits["test"]
+
+
+def test_too_small_world_fails_clearly() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        make_splits(0, {"train": 5_000}, "gsm8k", Difficulty(min_steps=1, max_steps=1, max_factor=2, max_value=10))
+    with pytest.raises(ValueError, match="cannot fit"):
+        make_splits(0, {"train": 10}, "gsm8k", Difficulty(min_steps=1, max_steps=1, max_factor=2, max_value=4))
+    with pytest.raises(ValueError, match="max_steps"):
+        Difficulty(min_steps=3, max_steps=2)
+
+
+def test_generic_corpus_has_facts_but_no_solutions() -> None:
+    import random
+
+    d = Difficulty()
+    rng = random.Random(0)
+    for _ in range(500):
+        a, op, b, c = LINE.fullmatch(arithmetic_fact(rng, d)).groups()
+        assert OPS[op](Fraction(a), Fraction(b)) == Fraction(c)
+    questions = [p.question for p in islice(generate_problems(0), 50)]
+    docs = generic_corpus(questions, 200, 0, d, 6)
+    assert len(docs) == 200
+    assert not any("####" in doc for doc in docs)
+    assert any(doc in questions for doc in docs)
