@@ -61,10 +61,11 @@ def abs_sin(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float
     y = np.asarray(b.detach().cpu().double() if hasattr(b, "detach") else b, dtype=np.float64).ravel()
     if x.shape != y.shape or not (np.isfinite(x).all() and np.isfinite(y).all()):
         return math.nan
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if not (nx > 0 and ny > 0 and math.isfinite(nx) and math.isfinite(ny)):
+    scale_x, scale_y = float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0))
+    if not (scale_x > 0 and scale_y > 0):
         return math.nan
-    x_unit, y_unit = x / nx, y / ny
+    x, y = x / scale_x, y / scale_y  # scale first, so squaring cannot overflow or underflow
+    x_unit, y_unit = x / np.linalg.norm(x), y / np.linalg.norm(y)
     residual = x_unit - float(x_unit @ y_unit) * y_unit
     return float(min(1.0, np.linalg.norm(residual)))
 

@@ -36,7 +36,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     from matplotlib.ticker import PercentFormatter
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True, layout="constrained")
     for ax, (panel, x_metric, y_metric, title) in zip(axes, PANELS):
         base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
         drawn = False
@@ -76,9 +76,8 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     if results.base_accuracy is not None:
         handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle="--",
                               label=f"Undistilled student ({100 * results.base_accuracy:.1f}%)"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(figure_title(results), y=1.0)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    fig.suptitle(figure_title(results))
     paths = save_figure(fig, directory, stem)
     plt.close(fig)
     return paths
