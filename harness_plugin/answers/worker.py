@@ -1,0 +1,232 @@
+"""Hard wall-clock limits for symbolic comparisons: a small pool of worker processes, killed on timeout.
+
+``signal.alarm`` (what math-verify and lm-eval's minerva checker use) only works in the main thread, and a
+thread cannot be interrupted inside sympy. A separate process can always be killed. Workers are ordinary
+``python -m harness_plugin.answers._child`` subprocesses (no multiprocessing, so no re-import of the caller's
+``__main__`` and no fork of a threaded parent), talk JSON lines over pipes, start lazily on first use, are
+replaced as soon as one is killed, and are terminated at interpreter exit. The pool is thread-safe: each call
+checks a worker out for its exclusive use. After a ``fork`` the child process builds its own pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded machine; the per-call limit starts once a worker is ready
+ACQUIRE_TIMEOUT_S = 300.0  # waiting for a free worker when every one is busy
+DEFAULT_WORKERS = 2
+
+
+class WorkerError(Exception):
+    """A comparison could not be completed (timeout, crash, no worker); the answer is then not equivalent."""
+
+
+class _Worker:
+    """One child process plus a reader thread that turns its stdout into a queue of lines."""
+
+    _ids = itertools.count()
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])
+        bootstrap = (
+            f"import sys; sys.path.append({root!r}); "
+            "from harness_plugin.answers._child import main; sys.exit(main())"
+        )
+        debug = os.environ.get("ANTIDISTILL_ANSWERS_DEBUG") == "1"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", bootstrap],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if debug else subprocess.DEVNULL,
+            close_fds=True,
+        )
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, name="answers-worker-reader", daemon=True)
+        self._reader.start()
+        self.ready = False
+
+    def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                self._lines.put(line)
+        except (OSError, ValueError):
+            pass
+        self._lines.put(None)
+
+    def _receive(self, deadline: float) -> dict:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WorkerError("timed out")
+        try:
+            line = self._lines.get(timeout=remaining)
+        except queue.Empty:
+            raise WorkerError("timed out") from None
+        if line is None:
+            raise WorkerError("worker exited")
+        return json.loads(line)
+
+    def wait_ready(self, timeout: float) -> None:
+        if self.ready:
+            return
+        message = self._receive(time.monotonic() + timeout)
+        if not message.get("ready"):
+            raise WorkerError("worker did not start")
+        self.ready = True
+
+    def call(self, pairs: Sequence[tuple[str, str]], rel_tol: float, timeout: float) -> list[bool]:
+        request_id = next(self._ids)
+        payload = json.dumps({"id": request_id, "rel_tol": rel_tol, "pairs": [list(pair) for pair in pairs]})
+        deadline = time.monotonic() + timeout
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(payload.encode("utf-8") + b"\n")
+            stdin.flush()
+        except (OSError, ValueError) as error:
+            raise WorkerError("worker pipe closed") from error
+        while True:
+            message = self._receive(deadline)
+            if message.get("id") == request_id:
+                results = message.get("results")
+                if not isinstance(results, list) or len(results) != len(pairs):
+                    raise WorkerError("malformed reply")
+                return [result is True for result in results]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
+class WorkerPool:
+    """At most ``size`` workers; a call borrows one, and a worker that times out is killed and replaced."""
+
+    def __init__(self, size: int = DEFAULT_WORKERS) -> None:
+        if size < 1:
+            raise ValueError(f"the answer-checker pool needs at least one worker, got {size}")
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.timeouts = 0
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker()
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def _checkout(self) -> _Worker:
+        """An idle worker, preferring one that has finished loading; a new one when none is idle."""
+        with self._lock:
+            for worker in [w for w in self._idle if not w.alive()]:
+                self._idle.remove(worker)
+                self._forget(worker)
+            if self._idle:
+                ready = [w for w in self._idle if w.ready]
+                worker = ready[-1] if ready else self._idle[-1]
+                self._idle.remove(worker)
+                return worker
+        return self._spawn()
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker in self._all:
+            self._all.remove(worker)
+
+    def _discard(self, worker: _Worker, replace: bool) -> None:
+        worker.kill()
+        with self._lock:
+            self._forget(worker)
+            closed = self._closed
+        if replace and not closed:
+            fresh = self._spawn()  # starts loading now, so the next call finds it (nearly) ready
+            with self._lock:
+                self._idle.append(fresh)
+
+    def compare(self, pairs: Sequence[tuple[str, str]], rel_tol: float, timeout: float) -> list[bool]:
+        """Symbolic results for ``pairs`` (prediction, reference); raises WorkerError past ``timeout``."""
+        if self._closed:
+            raise WorkerError("the answer-checker pool is closed")
+        if not self._slots.acquire(timeout=ACQUIRE_TIMEOUT_S):
+            raise WorkerError("no free worker")
+        try:
+            worker = self._checkout()
+            try:
+                worker.wait_ready(STARTUP_TIMEOUT_S)
+                results = worker.call(pairs, rel_tol, timeout)
+            except WorkerError:
+                self.timeouts += 1
+                self._discard(worker, replace=True)
+                raise
+            with self._lock:
+                self._idle.append(worker)
+            return results
+        finally:
+            self._slots.release()
+
+    def warm_up(self) -> None:
+        """Start one worker and wait until it is ready (optional: the first call does this lazily)."""
+        self.compare([("1", "1")], 1e-6, STARTUP_TIMEOUT_S)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+            self._idle.clear()
+        for worker in workers:
+            worker.kill()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [worker.process.pid for worker in self._all]
+
+
+_POOL: WorkerPool | None = None
+_POOL_PID: int | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def get_pool() -> WorkerPool:
+    """The process-wide pool, created on first use (and re-created in a forked child)."""
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or os.getpid() != _POOL_PID:
+            size = int(os.environ.get("ANTIDISTILL_ANSWERS_WORKERS", DEFAULT_WORKERS))
+            _POOL = WorkerPool(size)
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def shutdown() -> None:
+    """Terminate every worker of this process (also registered with atexit)."""
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None and os.getpid() == _POOL_PID:
+        pool.close()
+
+
+atexit.register(shutdown)

@@ -1,0 +1,181 @@
+"""Hostile input: nothing from model text ever runs, and every call returns in bounded time from any thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from harness_plugin.answers import is_equivalent, score, shutdown, warm_up
+from harness_plugin.answers.worker import WorkerError, get_pool
+
+LIMIT_S = 1.0
+SLACK_S = 2.5  # killing and reaping a worker on a loaded 2-core machine
+
+
+def _hostile(marker: Path) -> list[str]:
+    path = str(marker)
+    return [
+        f"__import__('os').system('touch {path}')",
+        f"(lambda: __import__('os').system('touch {path}'))()",
+        f"().__class__.__bases__[0].__subclasses__()[0].__init__.__globals__['open']('{path}', 'w')",
+        f"eval(\"open('{path}', 'w')\")",
+        f"\\boxed{{eval(\"open('{path}', 'w')\")}}",
+        f"\\boxed{{exec(\"import os; os.system('touch {path}')\")}}",
+        f"\\text{{__import__('os').system('touch {path}')}}",
+        f"\\frac{{__import__('os')}}{{open('{path}','w')}}",
+        f"Symbol('x').__class__.__init__.__globals__['__builtins__']['exec']('open(\"{path}\",\"w\")')",
+        f"x = __import__('os').system('touch {path}')",
+        f"(__import__('os'), open('{path}', 'w'))",
+        f"\\{{__import__('os').system('touch {path}')\\}}",
+        f"\\begin{{pmatrix}} __import__('os') & open('{path}','w') \\end{{pmatrix}}",
+    ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _worker_ready() -> None:
+    warm_up()  # start-up time is not part of the per-call bound
+
+
+def test_hostile_text_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    for hostile in _hostile(marker):
+        for reference in ("1", "x", hostile, "\\frac{1}{2}"):
+            start = time.perf_counter()
+            is_equivalent(hostile, reference)
+            is_equivalent(reference, hostile)
+            assert time.perf_counter() - start < 2 * (LIMIT_S + SLACK_S)
+        for dataset in ("gsm8k", "math"):
+            score(f"Reasoning...\n\\boxed{{{hostile}}}", "1", dataset)
+            score(f"The answer is {hostile}\n\n**Final Answer**\n\\[\\boxed{{{hostile}", "1", dataset)
+    assert not marker.exists()
+
+
+def test_only_number_tokens_reach_sympys_string_parser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """latex2sympy2_extended calls sympy.Number(token) → sympify → parse_expr; only lexer number tokens get there."""
+    import re
+
+    import sympy.parsing.sympy_parser as sympy_parser
+
+    from harness_plugin.answers import symbolic
+
+    seen: list[str] = []
+    original = sympy_parser.parse_expr
+
+    def recording(text, *args, **kwargs):
+        seen.append(text)
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr(sympy_parser, "parse_expr", recording)
+    symbolic.parse.cache_clear()
+    for hostile in _hostile(tmp_path / "pwned"):
+        symbolic.equal(hostile, "1.5e3 + 2\\sqrt{2} + 15\\%", 1e-6)
+    symbolic.equal("1.5E3 + \\frac{3}{4} + 0.25", "1500.5 + 0.5", 1e-6)
+    assert seen, "expected number tokens to reach sympify"
+    assert all(re.fullmatch(r"\s*[0-9.]+(?:E[-+]?[0-9]+)?\s*", text) for text in seen), seen
+    assert not (tmp_path / "pwned").exists()
+
+
+BLOW_UPS = [
+    "9^{9^{9^9}}",
+    "(10^{100000})!",
+    "1" * 100_000,
+    "x" * 100_000,
+    "{" * 5000 + "1" + "}" * 5000,
+    "(" * 3000 + "1" + ")" * 3000,
+    "\\sqrt{" * 2000 + "2" + "}" * 2000,
+    "\\frac{1}{" * 500 + "2" + "}" * 500,
+    "2^{2^{2^{2^{2^{2}}}}}",
+    "10^{10^{10}}",
+    ",".join(["1"] * 5000),
+    "\\boxed{" * 10_000,
+]
+
+
+@pytest.mark.parametrize("answer", BLOW_UPS, ids=lambda text: text[:24])
+def test_blow_ups_return_false_in_bounded_time(answer: str) -> None:
+    start = time.perf_counter()
+    assert not is_equivalent(answer, "5")
+    assert not is_equivalent("5", answer)
+    assert time.perf_counter() - start < 2 * (LIMIT_S + SLACK_S)
+
+
+# Passes every size guard but is slow in sympy: only the wall-clock limit stops it.
+SLOW = "(x+y+z+1)^{30}"
+SLOW_REFERENCE = "(x+y+z)^{30}"  # sympy spends minutes simplifying the difference
+
+
+def test_a_slow_comparison_is_cut_off_in_a_worker_thread_and_the_worker_replaced() -> None:
+    pool = get_pool()
+    pool.warm_up()
+    before = set(pool.pids())
+    results: dict[str, object] = {}
+
+    def work() -> None:
+        start = time.perf_counter()
+        results["value"] = is_equivalent(SLOW, SLOW_REFERENCE, timeout=LIMIT_S)
+        results["elapsed"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert results["value"] is False
+    assert results["elapsed"] < LIMIT_S + SLACK_S
+    killed = before - set(pool.pids())
+    assert killed, "the timed-out worker should have been removed from the pool"
+    assert not any(_alive(pid) for pid in killed)
+    # a replacement was started at once: ordinary symbolic work still succeeds
+    assert is_equivalent("2\\sqrt{2}", "\\sqrt{8}")
+
+
+def test_concurrent_calls_from_many_threads() -> None:
+    cases = [
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt2}", True),
+        ("2(x+1)", "2x+2", True),
+        ("(1,2)", "(2,1)", False),
+        ("3+4i", "4i+3", True),
+        ("x^2", "x^3", False),
+        ("0.5", "\\frac12", True),
+        ("\\sqrt{12}", "2\\sqrt{3}", True),
+        ("\\pi", "3.14", False),
+    ]
+
+    def check(case: tuple[str, str, bool]) -> tuple[bool, bool]:
+        return is_equivalent(case[0], case[1]), case[2]
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        outcomes = list(executor.map(check, cases))
+    assert all(got == expected for got, expected in outcomes)
+
+
+def test_shutdown_terminates_every_worker() -> None:
+    pool = get_pool()
+    pool.warm_up()
+    pids = pool.pids()
+    assert pids
+    shutdown()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(WorkerError):
+        pool.compare([("x", "x")], 1e-6, timeout=1.0)  # a closed pool refuses work; get_pool() makes a new one
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a reaped child is gone; a zombie counts as dead)."""
+    status = Path(f"/proc/{pid}/status")
+    if status.parent.parent.exists() and Path("/proc/self").exists():
+        return status.exists() and "zombie" not in status.read_text()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
