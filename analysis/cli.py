@@ -126,13 +126,13 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def _get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    """An experiment id; a new one on a sqlite store keeps its artifacts beside the database file."""
+    """An experiment id; a new one on a sqlite store keeps artifacts in mlartifacts/ beside the database (as bench does)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     location = None
     if tracking_uri.startswith("sqlite:///"):
-        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
     return str(client.create_experiment(name, artifact_location=location))
 
 

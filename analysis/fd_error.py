@@ -61,13 +61,14 @@ def abs_sin(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float
     y = np.asarray(b.detach().cpu().double() if hasattr(b, "detach") else b, dtype=np.float64).ravel()
     if x.shape != y.shape or not (np.isfinite(x).all() and np.isfinite(y).all()):
         return math.nan
-    scale_x, scale_y = float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0))
+    scale_x = float(np.max(np.abs(x), initial=0.0))
+    scale_y = float(np.max(np.abs(y), initial=0.0))
     if not (scale_x > 0 and scale_y > 0):
         return math.nan
     x, y = x / scale_x, y / scale_y  # scale first, so squaring cannot overflow or underflow
     x_unit, y_unit = x / np.linalg.norm(x), y / np.linalg.norm(y)
     residual = x_unit - float(x_unit @ y_unit) * y_unit
-    return float(min(1.0, np.linalg.norm(residual)))
+    return min(1.0, float(np.linalg.norm(residual)))
 
 
 def sample_positions(tokenizer: PreTrainedTokenizerBase, traces: Sequence[Mapping[str, Any]], count: int,

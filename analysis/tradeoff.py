@@ -31,6 +31,7 @@ def figure_title(results: BenchmarkResults) -> str:
 def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int = 1000, frac: float = DEFAULT_FRAC,
                   seed: int = 0, stem: str = "tradeoff") -> list[Path]:
     """Draw both panels (raw and answer-forced) and save `stem.png` and `stem.pdf` in `directory`."""
+    from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import PercentFormatter
@@ -70,7 +71,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes[0].set_ylabel("Distilled student accuracy")
-    handles = [Line2D([], [], color=SAMPLER_STYLE[s]["color"], marker=SAMPLER_STYLE[s]["marker"], linewidth=2,
+    handles: list[Artist] = [Line2D([], [], color=SAMPLER_STYLE[s]["color"], marker=SAMPLER_STYLE[s]["marker"], linewidth=2,
                       label=SAMPLER_STYLE[s]["label"]) for s in results.samplers()]
     handles.append(Patch(color="#999999", alpha=0.35, label="LOWESS, 95% bootstrap interval"))
     if results.base_accuracy is not None:
