@@ -76,6 +76,8 @@ EQUAL = {
         ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}"),
         ("\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}"),
         ("\\begin{pmatrix} 1/2 \\\\ 3 \\end{pmatrix}", "\\begin{pmatrix} 0.5 \\\\ 3 \\end{pmatrix}"),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(1, 2)"),  # a column vector is the usual spelling of a vector
+        ("\\begin{pmatrix} x & 1 \\\\ 0 & x^2 \\end{pmatrix}", "\\begin{bmatrix} x & 1 \\\\ 0 & x \\cdot x \\end{bmatrix}"),
     ],
     "complex": [
         ("3+4i", "4i+3"),
@@ -115,6 +117,8 @@ DIFFERENT = {
     "matrices": [
         ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\1\\end{pmatrix}"),
         ("\\begin{pmatrix}1 & 2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "(2, 1)"),
+        ("\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", "\\begin{pmatrix} 0 & 1 \\\\ 1 & 0 \\end{pmatrix}"),
     ],
     "complex": [("3+4i", "3-4i"), ("i", "1")],
     "text_and_choices": [("\\text{Tuesday}", "Monday"), ("\\text{(A)}", "B"), ("\\text{odd}", "5")],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness_plugin.answers import is_equivalent, score, shutdown, warm_up
-from harness_plugin.answers.worker import WorkerError, get_pool
+from harness_plugin.answers.worker import WorkerError, WorkerPool, WorkerStartupError, get_pool
 
 LIMIT_S = 1.0
 SLACK_S = 2.5  # killing and reaping a worker on a loaded 2-core machine
@@ -93,6 +93,13 @@ BLOW_UPS = [
     "10^{10^{10}}",
     ",".join(["1"] * 5000),
     "\\boxed{" * 10_000,
+    # just under the input cap, so they reach the structural and symbolic stages
+    "1" + " " * 3990 + "x",
+    "\\{" + ",".join(["\\{" + ",".join(["\\{" + ",".join("123456789abc") + "\\}"] * 12) + "\\}"] * 3) + "\\}",
+    "(" + ",".join(["(" + ",".join(["(" + ",".join(["x"] * 10) + ")"] * 10) + ")"] * 10) + ")",
+    "\\pm" * 1300,
+    "=" * 3990,
+    "\\frac" * 790,
 ]
 
 
@@ -102,6 +109,17 @@ def test_blow_ups_return_false_in_bounded_time(answer: str) -> None:
     assert not is_equivalent(answer, "5")
     assert not is_equivalent("5", answer)
     assert time.perf_counter() - start < 2 * (LIMIT_S + SLACK_S)
+
+
+def test_nested_unordered_structures_have_a_work_budget() -> None:
+    def nested(last: str) -> str:
+        inner = ["\\{" + ",".join([*"123456789ab", last if i == 11 else "c"]) + "\\}" for i in range(12)]
+        return "\\{" + ",".join(["\\{" + ",".join(inner) + "\\}"] * 3) + "\\}"
+
+    start = time.perf_counter()
+    assert not is_equivalent(nested("d"), nested("e"))
+    assert is_equivalent(nested("d"), nested("d").replace("1,2", "2,1"))
+    assert time.perf_counter() - start < 2.0
 
 
 # Passes every size guard but is slow in sympy: only the wall-clock limit stops it.
@@ -151,6 +169,17 @@ def test_concurrent_calls_from_many_threads() -> None:
     with ThreadPoolExecutor(max_workers=4) as executor:
         outcomes = list(executor.map(check, cases))
     assert all(got == expected for got, expected in outcomes)
+
+
+def test_a_worker_that_cannot_start_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A broken installation must raise, not silently score every symbolic answer as wrong."""
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    pool = WorkerPool(size=1)
+    try:
+        with pytest.raises(WorkerStartupError, match="cannot start"):
+            pool.compare([("x", "y")], 1e-6, timeout=1.0)
+    finally:
+        pool.close()
 
 
 def test_shutdown_terminates_every_worker() -> None:

@@ -1,12 +1,12 @@
-"""Safe answer checking for GSM8K and MATH: extraction, equivalence and scoring.
+r"""Safe answer checking for GSM8K and MATH: extraction, equivalence and scoring.
 
 Every accuracy number in the project flows through these three functions::
 
     from harness_plugin.answers import extract_answer, is_equivalent, score
 
-    extract_answer("... so she earns $18 a day.\\n#### 18", "gsm8k")        # "18"
-    is_equivalent("\\\\dfrac{\\\\sqrt{2}}{2}", "\\\\frac{1}{\\\\sqrt2}")          # True
-    score(model_text, "\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)", "math")   # extract, then compare
+    extract_answer("... so she earns $18 a day.\n#### 18", "gsm8k")   # "18"
+    is_equivalent(r"\dfrac{\sqrt{2}}{2}", r"\frac{1}{\sqrt2}")         # True
+    score(model_text, r"\left( 3, \frac{\pi}{2} \right)", "math")     # extract, then compare
 
 Safety: model text is never executed. Plain numbers are decided with ``fractions.Fraction``; everything
 else is parsed by latex2sympy2_extended's ANTLR grammar inside a worker process that is killed after

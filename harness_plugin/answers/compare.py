@@ -33,7 +33,8 @@ DEFAULT_REL_TOL = 1e-6
 DEFAULT_TIMEOUT_S = 1.0
 MAX_INPUT_CHARS = 4000  # an extracted answer longer than this is not an answer
 MAX_UNORDERED_ITEMS = 12  # matching is quadratic in the number of items
-MAX_SYMBOLIC_LEAVES = 64  # per call; more would not fit in the time limit anyway
+MAX_SYMBOLIC_LEAVES = MAX_UNORDERED_ITEMS**2  # per call: one full matching of symbolic items
+MAX_STEPS = 20_000  # structural comparisons per call; nested lists of lists would otherwise multiply
 
 _SIMPLE_LHS = re.compile(
     r"(?:\\[a-zA-Z]+|[A-Za-z])(?:_\{?[\w\\]+\}?)?(?:\([^()=]*\))?'*"
@@ -46,12 +47,24 @@ class _Undecided(Exception):
     """The worker could not answer in time; the call returns False and is not cached."""
 
 
+class _TooComplex(Exception):
+    """More structure than any answer has; the call returns False."""
+
+
 @dataclass
 class _Context:
     rel_tol: float
     pending: dict[tuple[str, str], None] = field(default_factory=dict)
     resolved: dict[tuple[str, str], bool] = field(default_factory=dict)
     collect: bool = True
+    steps: int = 0
+    memo: dict[tuple[str, str, bool], bool | None] = field(default_factory=dict)
+    canonical_forms: dict[str, str] = field(default_factory=dict)
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise _TooComplex
 
     def ask(self, prediction: str, reference: str) -> bool | None:
         key = (prediction, reference)
@@ -102,6 +115,8 @@ def _has_matching(matrix: list[list[bool | None]], accept: tuple[bool | None, ..
 def _unordered(predictions: list[str], references: list[str], ctx: _Context) -> bool | None:
     if len(predictions) != len(references):
         return False
+    if sorted(_canonical(p, ctx) for p in predictions) == sorted(_canonical(r, ctx) for r in references):
+        return True
     if len(predictions) > MAX_UNORDERED_ITEMS:
         return _all(_compare(p, r, ctx) for p, r in zip(sorted(predictions), sorted(references)))
     matrix = [[_compare(p, r, ctx) for r in references] for p in predictions]
@@ -136,8 +151,26 @@ def _items(text: str, thousands: bool = True) -> tuple[str, ...]:
     return tuple(item.strip() for item in merged if item.strip())
 
 
+_MATRIX = re.compile(r"\\begin\{([pb]?matrix)\}(.*)\\end\{\1\}", re.DOTALL)
+
+
+def _column_vector(answer: str) -> tuple[str, ...] | None:
+    """Entries of a column vector (``\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}``), the usual spelling of (1, 2)."""
+    match = _MATRIX.fullmatch(answer)
+    if match is None or "\\begin" in match.group(2):
+        return None
+    rows = [row.strip() for row in split_top_level(match.group(2), "\\\\")]
+    rows = [row for row in rows if row]
+    if len(rows) < 2 or any(split_top_level(row, "&")[1:] for row in rows):
+        return None
+    return tuple(rows)
+
+
 def _structure(answer: str) -> _Structure | None:
     """How an answer is composed at its top level, or None for a leaf."""
+    column = _column_vector(answer)
+    if column is not None:
+        return _Structure("tuple", column, "()")
     parts = split_top_level(answer, "\\cup")
     if len(parts) > 1:
         return _Structure("union", tuple(part.strip() for part in parts))
@@ -235,8 +268,38 @@ def _symbolic_with_percent(
     return None if None in results else False
 
 
+def _canonical(answer: str, ctx: _Context) -> str:
+    """A spelling shared by answers that differ only in the order of unordered items (and spaces)."""
+    cached = ctx.canonical_forms.get(answer)
+    if cached is not None:
+        return cached
+    ctx.step()
+    structure = _structure(answer)
+    if structure is None:
+        form = answer.replace(" ", "")
+    elif structure.kind == "group":
+        form = _canonical(structure.items[0], ctx)
+    else:
+        items = [_canonical(item, ctx) for item in structure.items]
+        if structure.kind in ("set", "list", "union"):
+            items.sort()
+        form = f"{structure.kind}{structure.brackets}[" + "\x01".join(items) + "]"
+    ctx.canonical_forms[answer] = form
+    return form
+
+
 def _compare(p: str, r: str, ctx: _Context) -> bool | None:
     """Three-valued equivalence of two normalised answers (None: waiting for a symbolic leaf)."""
+    key = (p, r, ctx.collect)
+    if key in ctx.memo:
+        return ctx.memo[key]
+    result = _compare_uncached(p, r, ctx)
+    ctx.memo[key] = result
+    return result
+
+
+def _compare_uncached(p: str, r: str, ctx: _Context) -> bool | None:
+    ctx.step()
     if p == r:
         return True
     if not p or not r:
@@ -307,6 +370,7 @@ def _decide(prediction: str, reference: str, rel_tol: float, timeout: float) -> 
         raise _Undecided(str(error)) from error
     ctx.resolved = dict(zip(pairs, results))
     ctx.collect = False
+    ctx.memo.clear()
     return _compare(p, r, ctx) is True
 
 
@@ -336,9 +400,7 @@ def is_equivalent(
         return False
     try:
         return _decide_cached(prediction, reference, float(rel_tol), float(timeout))
-    except _Undecided:
-        return False
-    except RecursionError:
+    except (_Undecided, _TooComplex, RecursionError):
         return False
 
 

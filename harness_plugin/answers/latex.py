@@ -243,6 +243,7 @@ def normalize(answer: str) -> str:
     # A LaTeX row break "\\\\" must not be read as "\\" followed by a command ("\\ " is a space, "\\!" a
     # negative space): park it on a character that cannot occur in the input, restore it at the end.
     text = answer.replace(_ROW, "").translate(_UNICODE).strip().replace("\\\\", _ROW)
+    text = _WS.sub(" ", text)  # single spaces from here on keep every later regex linear
     text = strip_math_delimiters(text)
     text = unwrap_command(text)
     text = strip_math_delimiters(text)

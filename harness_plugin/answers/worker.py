@@ -32,6 +32,10 @@ class WorkerError(Exception):
     """A comparison could not be completed (timeout, crash, no worker); the answer is then not equivalent."""
 
 
+class WorkerStartupError(RuntimeError):
+    """The symbolic worker cannot start at all: a broken installation must fail loudly, not score 0."""
+
+
 class _Worker:
     """One child process plus a reader thread that turns its stdout into a queue of lines."""
 
@@ -43,18 +47,34 @@ class _Worker:
             f"import sys; sys.path.append({root!r}); "
             "from harness_plugin.answers._child import main; sys.exit(main())"
         )
-        debug = os.environ.get("ANTIDISTILL_ANSWERS_DEBUG") == "1"
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", bootstrap],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None if debug else subprocess.DEVNULL,
-            close_fds=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", bootstrap],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise WorkerStartupError(f"cannot start the answer-checker worker with {sys.executable!r}: {error}") from error
         self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read, name="answers-worker-reader", daemon=True)
-        self._reader.start()
+        self._stderr_tail = b""
+        threading.Thread(target=self._read, name="answers-worker-reader", daemon=True).start()
+        threading.Thread(target=self._drain_stderr, name="answers-worker-stderr", daemon=True).start()
         self.ready = False
+
+    def _drain_stderr(self) -> None:
+        """Keep the last few KB of the child's stderr for error messages (and never let the pipe fill up)."""
+        stderr = self.process.stderr
+        assert stderr is not None
+        debug = os.environ.get("ANTIDISTILL_ANSWERS_DEBUG") == "1"
+        try:
+            for line in stderr:
+                self._stderr_tail = (self._stderr_tail + line)[-4096:]
+                if debug:
+                    sys.stderr.write(line.decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
 
     def _read(self) -> None:
         stdout = self.process.stdout
@@ -76,14 +96,29 @@ class _Worker:
             raise WorkerError("timed out") from None
         if line is None:
             raise WorkerError("worker exited")
-        return json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError as error:
+            raise WorkerError("malformed reply") from error
+        if not isinstance(message, dict):
+            raise WorkerError("malformed reply")
+        return message
 
     def wait_ready(self, timeout: float) -> None:
+        """Block until the child has loaded sympy and the grammar; a child that dies or hangs here is fatal."""
         if self.ready:
             return
-        message = self._receive(time.monotonic() + timeout)
+        try:
+            message = self._receive(time.monotonic() + timeout)
+        except WorkerError as error:
+            self.kill()
+            tail = self._stderr_tail.decode("utf-8", "replace").strip()
+            raise WorkerStartupError(
+                f"the answer-checker worker did not start ({error}). Check that latex2sympy2_extended and "
+                f"math-verify import in {sys.executable}; the worker said:\n{tail or '(nothing)'}"
+            ) from error
         if not message.get("ready"):
-            raise WorkerError("worker did not start")
+            raise WorkerStartupError(f"the answer-checker worker sent {message!r} instead of its ready message")
         self.ready = True
 
     def call(self, pairs: Sequence[tuple[str, str]], rel_tol: float, timeout: float) -> list[bool]:
@@ -111,7 +146,7 @@ class _Worker:
     def kill(self) -> None:
         with contextlib.suppress(OSError):
             self.process.kill()
-        for stream in (self.process.stdin, self.process.stdout):
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
@@ -175,6 +210,11 @@ class WorkerPool:
             worker = self._checkout()
             try:
                 worker.wait_ready(STARTUP_TIMEOUT_S)
+            except WorkerStartupError:
+                with self._lock:
+                    self._forget(worker)
+                raise
+            try:
                 results = worker.call(pairs, rel_tol, timeout)
             except WorkerError:
                 self.timeouts += 1
