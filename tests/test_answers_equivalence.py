@@ -192,9 +192,9 @@ def test_fast_path_parses_plain_numbers_exactly() -> None:
 
 
 def test_guards_refuse_blow_ups_and_keep_ordinary_answers() -> None:
-    for hostile in ("9^{9^{9^9}}", "(10^{100000})!", "2^{1000000}", "1" * 2000, "{" * 40 + "1" + "}" * 40, "10000!"):
+    for hostile in ("9^{9^{9^9}}", "(10^{100000})!", "2^{1000000}", "1" * 2000, "{" * 40 + "1" + "}" * 40, "100000!"):
         assert refusal(hostile), hostile
-    for fine in ("2^{3^2}", "x^{n+1}", "10!", "(n+1)!", "e^{i\\pi}", "\\frac{1}{2^{10}}", "10^{100}"):
+    for fine in ("2^{3^2}", "x^{n+1}", "10!", "\\frac{1}{2004!}", "(n+1)!", "e^{i\\pi}", "\\frac{1}{2^{10}}", "10^{100}"):
         assert refusal(fine) is None, fine
     assert bounded_value("3^{2}") == 9
     assert bounded_value("9^{9^{9^9}}") is None

@@ -17,7 +17,7 @@ MAX_DEPTH = 24
 MAX_LITERAL_DIGITS = 300
 MAX_POWERS = 40
 MAX_EXPONENT_VALUE = 100_000  # b^{100000} is cheap for small b; a tower above it is not
-MAX_FACTORIAL_ARGUMENT = 2_000
+MAX_FACTORIAL_ARGUMENT = 10_000  # 10000! has 35660 digits: milliseconds; MATH has answers like 1/2004!
 
 _LONG_LITERAL = re.compile(rf"\d{{{MAX_LITERAL_DIGITS + 1},}}")
 _LETTER = re.compile(r"[a-zA-Z]")

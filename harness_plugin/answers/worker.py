@@ -217,11 +217,16 @@ class WorkerPool:
             try:
                 results = worker.call(pairs, rel_tol, timeout)
             except WorkerError:
-                self.timeouts += 1
+                with self._lock:
+                    self.timeouts += 1
                 self._discard(worker, replace=True)
                 raise
             with self._lock:
-                self._idle.append(worker)
+                closed = self._closed
+                if not closed:
+                    self._idle.append(worker)
+            if closed:  # closed while we worked: this worker is no longer tracked, so end it here
+                worker.kill()
             return results
         finally:
             self._slots.release()
@@ -254,7 +259,11 @@ def get_pool() -> WorkerPool:
     global _POOL, _POOL_PID
     with _POOL_LOCK:
         if _POOL is None or os.getpid() != _POOL_PID:
-            size = int(os.environ.get("ANTIDISTILL_ANSWERS_WORKERS", DEFAULT_WORKERS))
+            setting = os.environ.get("ANTIDISTILL_ANSWERS_WORKERS", str(DEFAULT_WORKERS))
+            try:
+                size = int(setting)
+            except ValueError:
+                raise ValueError(f"ANTIDISTILL_ANSWERS_WORKERS must be a positive integer, got {setting!r}") from None
             _POOL = WorkerPool(size)
             _POOL_PID = os.getpid()
         return _POOL

@@ -1,0 +1,45 @@
+"""The answer-checker benchmark: its generators and a small end-to-end run (skipped without the shared data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.answers import DEFAULT_DATA, Gold, hendrycks_answer, main, perturbations, rewrites
+from harness_plugin.answers import is_equivalent
+
+
+def _gold(answer: str, dataset: str = "math") -> Gold:
+    return Gold("math" if dataset == "math" else "gsm8k", dataset, 0, answer, "", "algebra")
+
+
+def test_hendrycks_extraction_takes_the_last_box() -> None:
+    assert hendrycks_answer("so $\\boxed{1}$ and then $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
+    assert hendrycks_answer("only \\fbox{7}") == "7"
+    assert hendrycks_answer("none") is None
+
+
+@pytest.mark.parametrize(
+    "answer", ["\\frac{3}{4}", "0.25", "12", "1+2\\sqrt{3}", "\\{1, 2\\}", "30^\\circ", "(1, 2)", "2\\sqrt{2}"]
+)
+def test_generated_rewrites_are_equivalent_and_perturbations_are_not(answer: str) -> None:
+    gold = _gold(answer)
+    assert rewrites(gold), "every sample answer should have at least one rewrite"
+    for family, text in rewrites(gold):
+        assert is_equivalent(text, answer), (family, text)
+    for family, text in perturbations(gold):
+        assert not is_equivalent(text, answer), (family, text)
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "math500" / "test.jsonl").exists(), reason=f"no shared data at {DEFAULT_DATA}")
+def test_small_run_writes_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "answers.json"
+    assert main(["--limit", "15", "--no-math-verify", "--json", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "| self " in printed and "checks/s" in printed
+    figures = json.loads(output.read_text())["results"]["ours"]
+    assert figures["self"]["accuracy"] == 1.0
+    assert figures["cross"]["false_positives"] == 0
+    assert figures["all"]["pairs"] > 100
