@@ -83,6 +83,11 @@ class _Steps:
         return "\n".join([*self.lines, f"#### {final}"])
 
 
+def _small(rng: random.Random, d: Difficulty) -> int:
+    """An addend (eaten, extra, gift...) scaled to the difficulty, so every template fits the bounds."""
+    return rng.randint(1, max(2, d.max_value // 3))
+
+
 def _pronoun(name: str) -> tuple[str, str]:
     return ("She", "her") if name in SHE else ("He", "his")
 
@@ -157,7 +162,7 @@ def _rates(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps
 def _ages(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps, int, dict]:
     a, b, c = rng.sample(NAMES, 3)
     s = _Steps(d)
-    age_a, older = rng.randint(2, 40), rng.randint(1, 30)
+    age_a, older = rng.randint(2, max(3, d.max_value // 2)), _small(rng, d)
     params: dict = {"age": age_a, "older": older}
     question = f"{a} is {age_a} years old. {b} is {older} years older than {a}."
     age_b = s.calc(f"{b} is", age_a, "+", older, " years old")
@@ -173,7 +178,7 @@ def _ages(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps,
     final = s.calc("Together they are", age_b, "+", age_c, " years old")
     if n_steps == 3:
         return question + f" How old are {b} and {c} together?", s, final, params
-    years = rng.randint(1, 20)
+    years = _small(rng, d)
     params["years"] = years
     question += f" How much older than {b} will {c} be in {years} years?"
     final = s.calc(f"{c} is", age_c, "-", age_b, f" years older than {b}")
@@ -188,7 +193,7 @@ def _sharing(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Ste
     sweet = rng.choice(SWEETS)
     s = _Steps(d)
     friends, each = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
-    eaten = rng.randint(1, 20) if n_steps >= 2 else 0
+    eaten = _small(rng, d) if n_steps >= 2 else 0
     start = friends * each + eaten
     params: dict = {"start": start, "eaten": eaten, "friends": friends}
     if n_steps >= 2:
@@ -202,7 +207,7 @@ def _sharing(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Ste
         left = start
     final = s.calc("Each friend gets", left, "/", friends, f" {sweet}")
     if n_steps >= 3:
-        extra = rng.randint(1, 20)
+        extra = _small(rng, d)
         params["extra"] = extra
         question += f" Then each friend finds {extra} more. How many {sweet} does each friend have now?"
         final = s.calc("Now each friend has", final, "+", extra, f" {sweet}")
@@ -226,7 +231,7 @@ def _units(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps
     }[unit]
     final = s.calc(f"{big} {unit} is", big, "*", per, f" {small}")
     if n_steps >= 2:
-        more = rng.randint(1, 20)
+        more = _small(rng, d)
         params["more"] = more
         question += f" and {more} more {small}"
         final = s.calc("In total that is", final, "+", more, f" {small}")
@@ -250,7 +255,7 @@ def _savings(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Ste
     question = f"{name} saves {per_week} dollars each week for {weeks} weeks."
     final = s.calc(f"{he} saves", per_week, "*", weeks, " dollars")
     if n_steps >= 2:
-        gift = rng.randint(1, 30)
+        gift = _small(rng, d)
         params["gift"] = gift
         question += f" {he} also gets {gift} dollars as a gift."
         final = s.calc(f"{he} has", final, "+", gift, " dollars")
@@ -424,7 +429,7 @@ def make_splits(
                 continue
             misses = 0
             seen.add(key)
-            splits[name].append(problem.to_dict())
+            splits[name].append({"id": f"toy-{family}-{name}-{len(splits[name])}", **problem.to_dict()})
     return splits
 
 

@@ -1,0 +1,416 @@
+"""Build (or reuse) a toy world: data splits, two tokenizers, teacher, proxy, student, and reference numbers.
+
+The whole build is keyed by a content hash of the preset and of the code that produces it, written in a
+temporary directory and moved into `<cache>/<hash>` only when complete, so a crashed or concurrent build never
+leaves a half-written world behind, and a finished one is reused instantly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.toy_world.presets import Preset, get_preset
+
+# Bump when the meaning of a built world changes in a way the hashed sources do not show.
+BUILD_VERSION = "1"
+_HASHED_SOURCES = [
+    "toy_world/generator.py",
+    "toy_world/vocab.py",
+    "toy_world/train.py",
+    "toy_world/presets.py",
+    "toy_world/build.py",
+    "distill.py",
+    "evaluate.py",
+]
+FAMILIES = ("gsm8k", "math")
+SPLITS = ("train", "holdout", "test")
+
+
+def default_cache_dir() -> Path:
+    """`$ANTIDISTILL_CACHE/toy_world`, else `~/.cache/antidistill/toy_world`."""
+    root = os.environ.get("ANTIDISTILL_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "antidistill") / "toy_world"
+
+
+def world_hash(preset: Preset) -> str:
+    """Content hash of a preset and of the generator/training/evaluation code that turns it into a world."""
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(preset), sort_keys=True, default=str).encode())
+    h.update(BUILD_VERSION.encode())
+    package_root = Path(__file__).resolve().parents[1]
+    for rel in _HASHED_SOURCES:
+        h.update(rel.encode())
+        h.update((package_root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ToyWorld:
+    """A built toy world on disk. Model directories also hold their tokenizer (AutoTokenizer loads them)."""
+
+    root: Path
+    preset: str
+    hash: str
+    report: dict = field(default_factory=dict)
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.root / "proxy"
+
+    @property
+    def student_dir(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def distilled_student_dir(self) -> Path:
+        """The student distilled on clean greedy teacher traces (the reference the benchmark compares to)."""
+        return self.root / "student_distilled_clean"
+
+    @property
+    def teacher_tokenizer_dir(self) -> Path:
+        """Shared by teacher and proxy."""
+        return self.root / "tokenizer_teacher"
+
+    @property
+    def student_tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer_student"
+
+    @property
+    def clean_traces_path(self) -> Path:
+        return self.root / "traces" / "teacher_greedy_train.jsonl"
+
+    def split_path(self, split: str, family: str = "gsm8k") -> Path:
+        if split not in SPLITS or family not in FAMILIES:
+            raise ValueError(f"unknown split {family}/{split}: splits are {SPLITS}, families {FAMILIES}")
+        return self.root / "data" / family / f"{split}.jsonl"
+
+    def split(self, split: str, family: str = "gsm8k") -> list[dict]:
+        return load_split(self.split_path(split, family))
+
+    @property
+    def train(self) -> list[dict]:
+        return self.split("train")
+
+    @property
+    def holdout(self) -> list[dict]:
+        return self.split("holdout")
+
+    @property
+    def test(self) -> list[dict]:
+        return self.split("test")
+
+    @property
+    def splits(self) -> dict[str, list[dict]]:
+        """The GSM8K-like train, holdout and test splits, keyed by name."""
+        return {name: self.split(name) for name in SPLITS}
+
+    @classmethod
+    def load(cls, root: str | Path) -> ToyWorld:
+        root = Path(root)
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{root} is not a built toy world (no manifest.json): run `antidistill bench toy-world`")
+        data = json.loads(manifest.read_text())
+        return cls(root=root, preset=data["preset"]["name"], hash=data["hash"], report=data.get("report", {}))
+
+
+def load_split(path: str | Path) -> list[dict]:
+    """Records of a split file (jsonl of {"question", "answer", "final", ...})."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _default_threads() -> int:
+    """Torch threads for the build: all cores on an idle machine, one when others are busy.
+
+    On a loaded 2-core machine, two intra-op threads wait on each other at every small matmul and a step
+    takes several times longer than with one thread; `ANTIDISTILL_NUM_THREADS` overrides the guess.
+    """
+    if os.environ.get("ANTIDISTILL_NUM_THREADS"):
+        return max(1, int(os.environ["ANTIDISTILL_NUM_THREADS"]))
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return 1 if load > cores / 2 else min(cores, 4)
+
+
+class _Clock:
+    """Wall and CPU time per stage, for the budget line and the README numbers."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        self.stages[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        return out
+
+    def total(self) -> dict[str, float]:
+        return {"wall_s": time.perf_counter() - self.wall0, "cpu_s": time.process_time() - self.cpu0}
+
+
+def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from benchmarks.distill import distill_student
+    from benchmarks.evaluate import evaluate_accuracy, generate_completions
+    from benchmarks.toy_world.generator import generic_corpus, make_splits
+    from benchmarks.toy_world.train import encode_pairs, make_model, train_lm
+    from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
+
+    clock = _Clock()
+    stages = tqdm(total=9, desc=f"toy world ({preset.name})", dynamic_ncols=True)
+    report: dict[str, Any] = {"params": {}, "train": {}, "accuracy": {}}
+
+    def step(name: str) -> None:
+        stages.set_postfix_str(name)
+
+    # 1. data
+    step("data")
+    sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
+    math_sizes = {"test": preset.n_math_test, "holdout": preset.n_math_holdout, "train": preset.n_math_train}
+    gsm = clock.run("data", lambda: make_splits(preset.seed, sizes, "gsm8k", preset.difficulty))
+    maths = make_splits(preset.seed, math_sizes, "math", preset.difficulty)
+    for family, splits in (("gsm8k", gsm), ("math", maths)):
+        for split, records in splits.items():
+            _write_jsonl(out / "data" / family / f"{split}.jsonl", records)
+    stages.update()
+
+    # 2. tokenizers: teacher family on worked solutions (chat-formatted), student family on its generic corpus
+    step("tokenizers")
+    train_q = [p["question"] for p in gsm["train"]]
+    student_docs = generic_corpus(
+        train_q, preset.n_student_docs, preset.seed, preset.difficulty, preset.facts_per_doc
+    )
+    teacher_style, student_style = STYLES["teacher"], STYLES["student"]
+
+    def chat_texts(style_name: str, records: list[dict]) -> list[str]:
+        style = STYLES[style_name]
+        # Render the template by hand here: no tokenizer exists yet to apply it.
+        if style_name == "teacher":
+            return [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in records]
+        return [
+            f"<|im_start|>user\n{r['question']}{style.eos}\n<|im_start|>assistant\n{r['answer']}{style.eos}"
+            for r in records
+        ]
+
+    tok_sample = gsm["train"][:4000] + maths["train"]
+    clock.run(
+        "tokenizers",
+        lambda: (
+            train_tokenizer(
+                chat_texts("teacher", tok_sample), teacher_style, preset.teacher_vocab, out / "tokenizer_teacher"
+            ),
+            train_tokenizer(
+                student_docs + chat_texts("student", gsm["train"][:200]),
+                student_style,
+                preset.student_vocab,
+                out / "tokenizer_student",
+            ),
+        ),
+    )
+    t_tok = AutoTokenizer.from_pretrained(str(out / "tokenizer_teacher"))
+    s_tok = AutoTokenizer.from_pretrained(str(out / "tokenizer_student"))
+    stages.update()
+
+    max_len = preset.teacher.max_positions
+    sft_pairs = [(format_prompt(t_tok, p["question"]), p["answer"] + t_tok.eos_token) for p in gsm["train"]]
+    sft = encode_pairs(t_tok, sft_pairs, max_len)
+
+    def train_and_save(role: str, spec, tok, examples, train_spec, seed: int) -> None:
+        model = make_model(spec, tok, seed)
+        report["params"][role] = sum(p.numel() for p in model.parameters())
+        report["train"][role] = train_lm(model, examples, train_spec, tok.pad_token_id, seed, role)
+        model.save_pretrained(str(out / role))
+        tok.save_pretrained(str(out / role))
+        models[role] = model
+
+    models: dict[str, Any] = {}
+    # 3. teacher: all worked solutions of the train split
+    step("teacher")
+    clock.run("teacher", lambda: train_and_save("teacher", preset.teacher, t_tok, sft, preset.teacher_train, 1))
+    stages.update()
+
+    # 4. proxy: same family and tokenizer, smaller, trained on a fraction of the problems
+    step("proxy")
+    rng = random.Random(preset.seed)
+    proxy_examples = rng.sample(sft, max(1, int(len(sft) * preset.proxy_data_fraction)))
+    clock.run(
+        "proxy", lambda: train_and_save("proxy", preset.proxy, t_tok, proxy_examples, preset.proxy_train, 2)
+    )
+    stages.update()
+
+    # 5. student: another architecture and tokenizer, pretrained on the generic corpus (no worked solutions)
+    step("student")
+    student_examples = encode_pairs(s_tok, [("", d + s_tok.eos_token) for d in student_docs], max_len)
+    clock.run(
+        "student",
+        lambda: train_and_save("student", preset.student, s_tok, student_examples, preset.student_train, 3),
+    )
+    stages.update()
+
+    # 6. accuracies of the three models on the test split (greedy)
+    step("evaluate")
+    eval_dir = out / "eval"
+    kw = {"batch_size": preset.eval_batch_size, "max_new_tokens": preset.max_new_tokens}
+
+    def evaluate_all() -> None:
+        for role, tok in (("teacher", t_tok), ("proxy", t_tok), ("student", s_tok)):
+            acc, recs = evaluate_accuracy(models[role], tok, gsm["test"], desc=f"eval {role}", **kw)
+            report["accuracy"][role] = acc
+            _write_jsonl(eval_dir / f"{role}.jsonl", recs)
+
+    clock.run("evaluate", evaluate_all)
+    stages.update()
+
+    # 7. clean greedy teacher traces on train problems (the prompt is the exact text fed to the teacher)
+    step("traces")
+    problems = gsm["train"][: preset.n_distill]
+    prompts = [format_prompt(t_tok, p["question"]) for p in problems]
+    completions = clock.run(
+        "traces",
+        lambda: generate_completions(
+            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens, "teacher traces"
+        ),
+    )
+    traces = [
+        {"question": p["question"], "prompt": pr, "completion": c, "final": p["final"]}
+        for p, pr, c in zip(problems, prompts, completions)
+    ]
+    _write_jsonl(out / "traces" / "teacher_greedy_train.jsonl", traces)
+    stages.update()
+
+    # 8. the reference distillation: student on clean traces
+    step("distill")
+    clock.run(
+        "distill",
+        lambda: distill_student(
+            out / "student", traces, out / "student_distilled_clean", preset.distill, overwrite=True
+        ),
+    )
+    stages.update()
+
+    step("evaluate distilled")
+
+    def evaluate_distilled() -> None:
+        acc, recs = evaluate_accuracy(
+            out / "student_distilled_clean", None, gsm["test"], desc="eval distilled", **kw
+        )
+        report["accuracy"]["student_distilled_clean"] = acc
+        _write_jsonl(eval_dir / "student_distilled_clean.jsonl", recs)
+
+    clock.run("evaluate_distilled", evaluate_distilled)
+    stages.update()
+    stages.close()
+    report["timing"] = {"stages": clock.stages, "total": clock.total(), "torch_threads": torch.get_num_threads()}
+    report["clean_trace_accuracy"] = sum(
+        _trace_correct(t["completion"], t["final"]) for t in traces
+    ) / max(1, len(traces))
+    return report
+
+
+def _trace_correct(completion: str, final: str) -> bool:
+    from benchmarks.evaluate import score_answer
+
+    return score_answer(completion, final, "gsm8k")
+
+
+def build_toy_world(
+    preset: str | Preset = "toy",
+    cache_dir: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> ToyWorld:
+    """Return the toy world for `preset`, building it first unless a complete one is cached.
+
+    The world lives in `<cache_dir>/<hash>`; `cache_dir` defaults to `default_cache_dir()`.
+    `force=True` rebuilds and replaces a cached world.
+    """
+    import torch
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    digest = world_hash(preset)
+    target = cache / digest
+    if (target / "manifest.json").is_file() and not force:
+        world = ToyWorld.load(target)
+        log(f"toy world ({preset.name}) reused from cache: {target}")
+        return world
+
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache))
+    threads_before = torch.get_num_threads()
+    threads = _default_threads()
+    torch.set_num_threads(threads)
+    log(
+        f"building toy world ({preset.name}) into {target}\n"
+        f"budget: <= {preset.budget_s / 60:.0f} min on an idle 2-core CPU; torch threads: {threads}"
+    )
+    try:
+        report = _build(preset, work, log)
+        manifest = {"hash": digest, "build_version": BUILD_VERSION, "preset": asdict(preset), "report": report}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        if force and target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(work, target)
+        except OSError:
+            # Another process finished the same world first: keep theirs, it is identical by construction.
+            if not (target / "manifest.json").is_file():
+                raise
+            log(f"another build of {digest} finished first; using it")
+    finally:
+        torch.set_num_threads(threads_before)
+        shutil.rmtree(work, ignore_errors=True)
+    world = ToyWorld.load(target)
+    total = world.report["timing"]["total"]
+    within = "within" if total["cpu_s"] <= preset.budget_s else "OVER"
+    log(
+        f"built in {total['wall_s']:.0f} s wall, {total['cpu_s']:.0f} s CPU "
+        f"({within} the {preset.budget_s} s budget); world at {target}"
+    )
+    return world
+
+
+def accuracy_table(world: ToyWorld) -> str:
+    """The four reference accuracies as a small aligned table."""
+    acc = world.report.get("accuracy", {})
+    rows = [
+        ("teacher", "teacher"),
+        ("proxy", "proxy"),
+        ("student (undistilled)", "student"),
+        ("student distilled on clean greedy teacher traces", "student_distilled_clean"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'model'.ljust(width)}  accuracy (test, greedy)"]
+    for label, key in rows:
+        value = acc.get(key)
+        lines.append(f"{label.ljust(width)}  {'n/a' if value is None else f'{100 * value:5.1f}%'}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Build presets of the toy world: how much data, how big the models, how long they train.
+
+`toy` is the offline default of the benchmark suite (a few minutes on a 2-core laptop CPU; accuracy targets:
+teacher >= 70%, student gains >= 30 points from clean teacher traces). `smoke` builds the same pipeline in well
+under a minute for CI and end-to-end tests; its models are loadable but not accurate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmarks.distill import DistillConfig
+from benchmarks.toy_world.generator import Difficulty
+from benchmarks.toy_world.train import ModelSpec, TrainSpec
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that determines a built toy world (its cache key is a hash of this plus the code)."""
+
+    name: str
+    budget_s: int  # printed target for the whole build on a 2-core CPU
+    seed: int = 0
+    difficulty: Difficulty = field(default_factory=Difficulty)
+    # GSM8K-like family: splits dealt test first, then holdout, then train (disjoint by problem).
+    n_test: int = 200
+    n_holdout: int = 200
+    n_train: int = 20_000
+    # MATH-like family (\boxed answers): data for the sympy checker, not used to train the models.
+    n_math_test: int = 100
+    n_math_holdout: int = 100
+    n_math_train: int = 500
+    teacher_vocab: int = 512
+    student_vocab: int = 448
+    teacher: ModelSpec = ModelSpec("llama", hidden=128, layers=4, heads=4)
+    proxy: ModelSpec = ModelSpec("llama", hidden=96, layers=2, heads=4)
+    student: ModelSpec = ModelSpec("gpt2", hidden=128, layers=4, heads=4)
+    teacher_train: TrainSpec = TrainSpec(steps=300)
+    proxy_train: TrainSpec = TrainSpec(steps=120)
+    proxy_data_fraction: float = 0.25  # the proxy is trained on less: a quarter of the teacher's problems
+    student_train: TrainSpec = TrainSpec(steps=200)
+    n_student_docs: int = 8_000  # generic corpus: problem statements and arithmetic facts, no solutions
+    facts_per_doc: int = 8
+    n_distill: int = 1_000  # clean greedy teacher traces for the reference distillation
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval_batch_size: int = 100
+    max_new_tokens: int = 96
+
+
+PRESETS: dict[str, Preset] = {
+    "toy": Preset(name="toy", budget_s=600),
+    "smoke": Preset(
+        name="smoke",
+        budget_s=60,
+        n_test=24,
+        n_holdout=16,
+        n_train=400,
+        n_math_test=8,
+        n_math_holdout=8,
+        n_math_train=40,
+        teacher_vocab=320,
+        student_vocab=300,
+        teacher=ModelSpec("llama", hidden=32, layers=1, heads=2),
+        proxy=ModelSpec("llama", hidden=16, layers=1, heads=2),
+        student=ModelSpec("gpt2", hidden=32, layers=1, heads=2),
+        teacher_train=TrainSpec(steps=12, batch_size=8, warmup=2),
+        proxy_train=TrainSpec(steps=6, batch_size=8, warmup=2),
+        student_train=TrainSpec(steps=8, batch_size=8, warmup=2),
+        n_student_docs=200,
+        n_distill=16,
+        distill=DistillConfig(epochs=1, batch_size=8, lora_r=4, lora_alpha=8),
+        eval_batch_size=32,
+        max_new_tokens=24,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`, or a clear error listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown toy-world preset {name!r}: choose one of {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,173 @@
+"""Tiny model definitions and the plain training loop that pretrains them on the CPU.
+
+Why a hand-written loop rather than HF `Trainer` here: the toy world is built once, single-process, under a
+minutes budget, and a bare AdamW loop over pre-tokenised examples has no per-step overhead to speak of. The
+benchmark suite's distillation (`benchmarks/distill.py`) uses `Trainer`, because that one must scale out.
+Models are ordinary `LlamaForCausalLM` / `GPT2LMHeadModel`, saved with `save_pretrained`, so every later stage
+loads them through `AutoModelForCausalLM` exactly like real checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shape of a tiny model; `arch` is "llama" (teacher family) or "gpt2" (student family)."""
+
+    arch: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int = 0  # llama only; 0 means 3 * hidden
+    max_positions: int = 320
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How long and how hard to train. `steps` is the budget knob of the presets."""
+
+    steps: int
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+    min_lr_ratio: float = 0.1
+
+
+def make_model(spec: ModelSpec, tokenizer, seed: int) -> torch.nn.Module:
+    """A freshly initialised model whose vocabulary and special ids match `tokenizer` exactly."""
+    torch.manual_seed(seed)
+    common = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if spec.arch == "llama":
+        config = LlamaConfig(
+            hidden_size=spec.hidden,
+            intermediate_size=spec.intermediate or 3 * spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.heads,
+            max_position_embeddings=spec.max_positions,
+            tie_word_embeddings=True,
+            **common,
+        )
+        return LlamaForCausalLM(config)
+    if spec.arch == "gpt2":
+        config = GPT2Config(
+            n_embd=spec.hidden,
+            n_layer=spec.layers,
+            n_head=spec.heads,
+            n_positions=spec.max_positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
+        return GPT2LMHeadModel(config)
+    raise ValueError(f"unknown architecture {spec.arch!r}: use 'llama' or 'gpt2'")
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], int]]:
+    """Tokenise (prompt, target) pairs; returns (ids, n_prompt_tokens) with the loss on the target only.
+
+    Prompt and target are tokenised separately and concatenated, so the boundary is exact (no search for a
+    template string). An empty prompt means plain language modelling on the whole text.
+    """
+    out = []
+    for prompt, target in pairs:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        t = tokenizer(target, add_special_tokens=False)["input_ids"]
+        ids = (p + t)[:max_len]
+        if len(ids) <= len(p):
+            continue
+        out.append((ids, len(p)))
+    if not out:
+        raise ValueError("no example has a supervised token left after truncation: raise max_len")
+    return out
+
+
+def _batch(examples: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def train_lm(
+    model: torch.nn.Module,
+    examples: Sequence[tuple[list[int], int]],
+    spec: TrainSpec,
+    pad_id: int,
+    seed: int,
+    desc: str,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """Train with AdamW and a warmup + cosine schedule; returns final loss and timings (wall and CPU).
+
+    `on_step(step, loss)` is called after every optimiser step (e.g. to evaluate during tuning).
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.98),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup:
+            return (step + 1) / spec.warmup
+        progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    order: list[int] = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    ema = None
+    bar = tqdm(range(spec.steps), desc=desc, leave=False, dynamic_ncols=True)
+    for step in bar:
+        if len(order) < spec.batch_size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        idx, order = order[: spec.batch_size], order[spec.batch_size :]
+        batch = _batch([examples[i] for i in idx], pad_id)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+        if on_step is not None:
+            on_step(step + 1, loss.item())
+    bar.close()
+    model.eval()
+    return {
+        "final_loss": float(ema or 0.0),
+        "steps": spec.steps,
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+    }

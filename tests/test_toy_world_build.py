@@ -1,0 +1,118 @@
+"""The smoke build of the toy world: loadable models and tokenizers, disjoint splits on disk, cache reuse."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+from toy_world_fixtures import smoke_world  # noqa: F401
+
+from benchmarks.toy_world import ToyWorld, build_toy_world, format_prompt, get_preset, world_hash
+
+
+def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  # noqa: F811
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    world, _ = smoke_world
+    teacher_tok = AutoTokenizer.from_pretrained(world.teacher_tokenizer_dir)
+    student_tok = AutoTokenizer.from_pretrained(world.student_tokenizer_dir)
+    assert teacher_tok.get_vocab() != student_tok.get_vocab(), "the student must have a tokenizer of its own"
+    question = world.test[0]["question"]
+    for directory, expected_type, tok in [
+        (world.teacher_dir, "llama", teacher_tok),
+        (world.proxy_dir, "llama", teacher_tok),
+        (world.student_dir, "gpt2", student_tok),
+        (world.distilled_student_dir, "gpt2", student_tok),
+    ]:
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        assert model.config.model_type == expected_type
+        assert model.config.vocab_size == len(tok)
+        own = AutoTokenizer.from_pretrained(directory)
+        assert own.get_vocab() == tok.get_vocab()
+        prompt = format_prompt(own, question)
+        assert question in prompt and prompt != question
+        ids = own(prompt, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=own.pad_token_id)
+        assert out.shape[1] == ids["input_ids"].shape[1] + 3 or own.eos_token_id in out[0].tolist()
+        assert torch.isfinite(model(**ids).logits).all()
+    # teacher and proxy share the tokenizer (the proxy gradient needs it); their sizes differ
+    t = AutoModelForCausalLM.from_pretrained(world.teacher_dir)
+    p = AutoModelForCausalLM.from_pretrained(world.proxy_dir)
+    assert t.config.vocab_size == p.config.vocab_size
+    assert sum(x.numel() for x in p.parameters()) < sum(x.numel() for x in t.parameters())
+
+
+def test_splits_on_disk_are_disjoint_and_complete(smoke_world) -> None:  # noqa: F811
+    world, _ = smoke_world
+    preset = get_preset("smoke")
+    sizes = {"train": preset.n_train, "holdout": preset.n_holdout, "test": preset.n_test}
+    questions = {}
+    for name, size in sizes.items():
+        records = world.split(name)
+        assert len(records) == size
+        assert all(r["answer"].endswith("#### " + r["final"]) for r in records)
+        questions[name] = {r["question"] for r in records}
+    assert not questions["train"] & questions["test"]
+    assert not questions["holdout"] & questions["test"]
+    assert not questions["train"] & questions["holdout"]
+    assert len(world.split("test", "math")) == preset.n_math_test
+    assert "\\boxed{" in world.split("test", "math")[0]["answer"]
+    assert set(world.splits) == {"train", "holdout", "test"}
+
+
+def test_report_and_traces(smoke_world) -> None:  # noqa: F811
+    world, _ = smoke_world
+    accuracy = world.report["accuracy"]
+    assert set(accuracy) == {"teacher", "proxy", "student", "student_distilled_clean"}
+    assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+    timing = world.report["timing"]["total"]
+    assert timing["wall_s"] > 0 and timing["cpu_s"] > 0
+    traces = [json.loads(line) for line in world.clean_traces_path.read_text().splitlines()]
+    assert len(traces) == get_preset("smoke").n_distill
+    assert all(t["prompt"].endswith("<|assistant|>\n") and t["question"] in t["prompt"] for t in traces)
+    assert (world.root / "eval" / "student.jsonl").is_file()
+
+
+def test_cache_is_reused_and_keyed_by_content(smoke_world) -> None:  # noqa: F811
+    world, cache = smoke_world
+    stamp = (world.root / "manifest.json").stat().st_mtime_ns
+    start = time.perf_counter()
+    again = build_toy_world("smoke", cache_dir=cache, log=lambda _: None)
+    assert time.perf_counter() - start < 5
+    assert again.root == world.root
+    assert (again.root / "manifest.json").stat().st_mtime_ns == stamp
+    assert ToyWorld.load(world.root).hash == world.hash == world.root.name
+    # only the finished world is in the cache: no temporary build directories left behind
+    assert [p.name for p in cache.iterdir()] == [world.root.name]
+    smoke = get_preset("smoke")
+    assert world_hash(smoke) == world.hash
+    assert world_hash(replace(smoke, seed=1)) != world.hash
+    assert world_hash(replace(smoke, n_train=401)) != world.hash
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path) -> None:
+    from benchmarks.toy_world import default_cache_dir
+
+    monkeypatch.setenv("ANTIDISTILL_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "toy_world"
+
+
+def test_unknown_preset_and_missing_world_fail_clearly(tmp_path) -> None:
+    with pytest.raises(ValueError, match="smoke"):
+        build_toy_world("huge", cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="toy-world"):
+        ToyWorld.load(tmp_path)
+
+
+def test_cli_prints_the_accuracy_table(smoke_world, capsys) -> None:  # noqa: F811
+    from harness_plugin.cli import main
+
+    _, cache = smoke_world
+    assert main(["bench", "toy-world", "--preset", "smoke", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "reused from cache" in out
+    for label in ("teacher", "proxy", "student (undistilled)", "clean greedy teacher traces"):
+        assert label in out
