@@ -50,8 +50,8 @@ class SamplerConfig:
             raise AntidistillError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise AntidistillError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if self.penalty not in ("fd", "jvp"):
-            raise AntidistillError(f"unknown penalty method {self.penalty!r}: use 'fd' or 'jvp'")
+        if self.penalty not in ("fd", "jvp", "head"):
+            raise AntidistillError(f"unknown penalty method {self.penalty!r}: use 'fd', 'jvp' or 'head'")
 
     @property
     def needs_penalty(self) -> bool:

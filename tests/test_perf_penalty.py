@@ -1,0 +1,114 @@
+"""The penalty's fast paths: both fd copies in one batched forward, and the opt-in head-only penalty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness_plugin import AntidistillationPenalty, ProxyGradient, SamplerConfig, generate
+from harness_plugin import penalty as penalty_module
+
+PROMPTS = ["Tom has 3 apples and buys 5 more.", "A train travels", "Solve for x: 2x + 3 = 7, so x ="]
+COMPLETIONS = [" 3 + 5 = 8. #### 8", " 60 km in 2 hours. #### 30", " 2. Final Answer: 2"]
+
+
+@pytest.fixture(scope="module", params=["proxy", "proxy_gpt2"])
+def setup(request, tiny_dir):
+    """A proxy (Llama with its own head, or GPT-2 with a tied head), its tokenizer and a real gradient."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / request.param).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / request.param)
+    traces = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS)]
+    return model, tokenizer, ProxyGradient.compute(model, tokenizer, traces, progress=False)
+
+
+def padded_steps(tokenizer, steps: int = 4, seed: int = 0):
+    """Left-padded prompts growing by one random token per step, as during generation."""
+    rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield ids, mask
+        new = torch.randint(3, len(tokenizer), (len(rows), 1), generator=generator)
+        ids, mask = torch.cat([ids, new], 1), torch.cat([mask, torch.ones_like(new)], 1)
+
+
+def test_batched_copies_equal_sequential_copies(setup, monkeypatch):
+    model, tokenizer, gradient = setup
+    batched = AntidistillationPenalty(model, gradient, eps=1e-3)
+    assert batched.batching == "batched"
+
+    def unsupported(*args, **kwargs):
+        raise penalty_module._TwinUnsupported("forced for the test")
+
+    monkeypatch.setattr(penalty_module, "_build_twin", unsupported)
+    with pytest.warns(UserWarning, match="one after the other"):
+        sequential = AntidistillationPenalty(model, gradient, eps=1e-3)
+    assert sequential.batching == "sequential"
+    for ids, mask in padded_steps(tokenizer):
+        torch.testing.assert_close(batched(ids, mask), sequential(ids, mask), rtol=1e-4, atol=1e-3)
+
+
+def test_batched_copies_hold_two_proxies_and_no_third(setup):
+    """Memory: θ+εg and θ−εg once each (a tied head shares the embedding's storage), no extra base copy."""
+    model, _, gradient = setup
+    penalty = AntidistillationPenalty(model, gradient, eps=1e-3)
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in penalty._twin.parameters()}
+    proxy_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied tensors counted once
+    assert sum(storages.values()) == 2 * proxy_bytes
+
+
+def head_only_oracle(model, gradient, ids, mask):
+    """d/dt log p(·|x; W + tG) at t = 0 for the unembedding W alone, by forward-mode AD through the model."""
+    head = model.get_output_embeddings()
+    path = next(name for name, module in model.named_modules() if module is head)
+    canonical = next(name for name, p in model.named_parameters() if p is head.weight)
+    positions = penalty_module.position_ids_from_mask(mask)
+
+    def last_log_probs(weight):
+        out = torch.func.functional_call(model, {f"{path}.weight": weight}, args=(), tie_weights=False, kwargs={
+            "input_ids": ids, "attention_mask": mask, "position_ids": positions})
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    _, tangent = torch.func.jvp(last_log_probs, (head.weight.detach(),), (gradient.tensors[canonical],))
+    return tangent
+
+
+def test_head_penalty_is_the_exact_head_only_derivative(setup):
+    model, tokenizer, gradient = setup
+    penalty = AntidistillationPenalty(model, gradient, method="head")
+    for ids, mask in padded_steps(tokenizer):
+        expected = head_only_oracle(model, gradient, ids, mask)
+        got = penalty(ids, mask)
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert expected.std() > 0
+
+
+def test_speculative_cache_reuse_is_undone_when_the_prefix_differs(setup):
+    """A call of the same batch size and a longer, unrelated sequence must not reuse the cache."""
+    model, tokenizer, gradient = setup
+    for method in ("fd", "head"):
+        penalty = AntidistillationPenalty(model, gradient, eps=1e-3, method=method)
+        short = torch.tensor([tokenizer(PROMPTS[1])["input_ids"]])
+        longer = torch.tensor([tokenizer(PROMPTS[0])["input_ids"]])
+        assert longer.shape[1] > short.shape[1] and not torch.equal(longer[:, : short.shape[1]], short)
+        penalty(short)
+        fresh = AntidistillationPenalty(model, gradient, eps=1e-3, method=method)
+        torch.testing.assert_close(penalty(longer), fresh(longer))
+
+
+def test_head_is_a_sampler_option(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "teacher")
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "teacher").eval()
+    proxy = AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy").eval()
+    gradient = ProxyGradient.compute(proxy, tokenizer, [{"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}],
+                                     progress=False)
+    assert SamplerConfig(penalty="head").penalty == "head"
+    kwargs = dict(sampler="ads", proxy=proxy, gradient=gradient, tau=1.0, top_p=1.0, max_new_tokens=8, seed=3,
+                  progress=False)
+    clean = generate(teacher, tokenizer, PROMPTS, lam=0.0, **kwargs)
+    poisoned = generate(teacher, tokenizer, PROMPTS, lam=50.0, penalty_method="head", **kwargs)
+    assert [t.token_ids for t in clean] != [t.token_ids for t in poisoned]
