@@ -1,0 +1,171 @@
+"""The paper's evaluation protocol as lm-eval task functions: data, prompt and the two accuracies.
+
+- Data: with `ANTIDISTILL_DATA_DIR` set, `$ANTIDISTILL_DATA_DIR/<dataset>/<split>.jsonl` (the layout of the
+  project's offline data: gsm8k/, gsm8k_platinum/, math/, math500/); otherwise the Hugging Face hub.
+- Prompt: the math-teacher system prompt and the question, rendered with the teacher's chat template when its
+  tokenizer has one (read from `--model_args pretrained=...`/`tokenizer=...`, which lm-eval passes to tasks as
+  metadata), else as plain text. Pass `--metadata '{"chat_template": false}'` to get the plain text, e.g. when you
+  add `--apply_chat_template` yourself (the template must not be applied twice).
+- Scoring: `harness_plugin.answers` decides equivalence. `acc` scores the trace; `acc_forced` scores the answer
+  the teacher writes after "**Final Answer** \\[\\boxed{" is appended to the trace (answer forcing, done by the
+  `antidistill` model). `acc_forced` appears only when the responses carry a forced answer.
+
+lm-eval calls the `load_*` functions with every model argument and `--metadata` entry as keywords, so they take
+`**kwargs` and read only what they need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_VARIABLE = "ANTIDISTILL_DATA_DIR"
+SYSTEM_PROMPT = (
+    "You are a math teacher. You will be given a math problem and you will solve it step by step.\n"
+    "You will output your final solution like \\boxed{ANSWER}. Be sure to include relevant units within the "
+    "brackets and fully evaluate arithmetic expressions.\n"
+)
+ANSWER_FORCING_PROMPT = "\n\n**Final Answer**\n\\[\\boxed{"
+# Put by the antidistill model between a trace and its answer-forced continuation; never produced by a model.
+ANSWER_FORCING_SEPARATOR = "\n\n[antidistill: answer forcing]"
+# Tasks whose responses the antidistill model answer-forces by default (they report acc_forced).
+ANSWER_FORCING_TASKS = frozenset(
+    {"gsm8k_antidistill", "gsm8k_antidistill_gsm8k", "math_antidistill", "math500_antidistill"})
+
+# Hub (path, config) for each offline folder name the tasks use; MATH is the union of its subject configs.
+_SOURCES: dict[str, tuple[str, str | None]] = {
+    "gsm8k_platinum": ("madrylab/gsm8k-platinum", "main"),
+    "gsm8k": ("openai/gsm8k", "main"),
+    "math500": ("HuggingFaceH4/MATH-500", None),
+}
+_MATH_HUB = "EleutherAI/hendrycks_math"
+_MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+                  "prealgebra", "precalculus")
+
+
+def _offline_records(dataset: str, split: str) -> list[dict[str, Any]] | None:
+    root = os.environ.get(DATA_DIR_VARIABLE)
+    if not root:
+        return None
+    from harness_plugin.io import read_jsonl
+
+    path = Path(root).expanduser() / dataset / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{DATA_DIR_VARIABLE}={root} is set but {path} does not exist: put the {dataset} {split} split there "
+            f"as jsonl (layout <dir>/<dataset>/<split>.jsonl), or unset {DATA_DIR_VARIABLE} to use the hub.")
+    return read_jsonl(path)
+
+
+def _hub_records(dataset: str, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    if dataset == "math":
+        parts = [datasets.load_dataset(_MATH_HUB, subject, split=split) for subject in _MATH_SUBJECTS]
+        return [dict(row) for part in parts for row in part]
+    path, name = _SOURCES[dataset]
+    rows = [dict(row) for row in datasets.load_dataset(path, name, split=split)]
+    # GSM8K-Platinum marks the questions it dropped as "rejected"; they are not part of the benchmark.
+    return [row for row in rows if row.get("cleaning_status") != "rejected"]
+
+
+def _records(dataset: str, split: str) -> list[dict[str, Any]]:
+    offline = _offline_records(dataset, split)
+    return offline if offline is not None else _hub_records(dataset, split)
+
+
+def _tokenizer_source(metadata: dict[str, Any]) -> str | None:
+    for key in ("tokenizer", "pretrained", "teacher"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if value is not None and hasattr(value, "apply_chat_template"):
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _prompt_renderer(metadata: dict[str, Any]) -> Callable[[str], str]:
+    """question -> exact model input, in the teacher's chat template when it has one."""
+    system = metadata.get("system_prompt") or SYSTEM_PROMPT
+
+    def plain(question: str) -> str:
+        return f"{system}\n{question.strip()}\n"
+
+    source = _tokenizer_source(metadata)
+    if source is None or metadata.get("chat_template") is False:
+        return plain
+    if isinstance(source, str):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=metadata.get("revision"),
+                                                  trust_remote_code=bool(metadata.get("trust_remote_code", False)))
+    else:
+        tokenizer = source
+    if not getattr(tokenizer, "chat_template", None):
+        return plain
+
+    def chat(question: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question.strip() + "\n"}]
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    return chat
+
+
+def _build(records: Iterable[dict[str, Any]], kind: str, metadata: dict[str, Any],
+           question_key: str, reference_of: Callable[[dict[str, Any]], str]) -> Any:
+    import datasets
+
+    from harness_plugin.answers import reference_answer
+
+    render = _prompt_renderer(metadata)
+    rows = []
+    for index, record in enumerate(records):
+        question = record[question_key]
+        rows.append({
+            "index": index,
+            "question": question,
+            "prompt": render(question),
+            "reference": reference_answer(reference_of(record), kind),
+            "dataset": kind,
+        })
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def load_gsm8k_platinum(**metadata: Any) -> Any:
+    """GSM8K-Platinum test (the paper's GSM8K test set)."""
+    return _build(_records("gsm8k_platinum", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
+
+
+def load_gsm8k(**metadata: Any) -> Any:
+    """The original GSM8K test split."""
+    return _build(_records("gsm8k", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
+
+
+def load_math(**metadata: Any) -> Any:
+    """MATH test (5000 problems, all subjects)."""
+    return _build(_records("math", "test"), "math", metadata, "problem", lambda r: r["solution"])
+
+
+def load_math500(**metadata: Any) -> Any:
+    """MATH-500 (PRM800K's test subset of MATH), scored against its extracted answers."""
+    return _build(_records("math500", "test"), "math", metadata, "problem",
+                  lambda r: r.get("answer") or r["solution"])
+
+
+def split_forced(response: str) -> tuple[str, str | None]:
+    """(trace, forced answer text or None) from a response of the antidistill model."""
+    trace, separator, forced = response.partition(ANSWER_FORCING_SEPARATOR)
+    return trace, (forced if separator else None)
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """`acc` on the trace; `acc_forced` on the answer-forced continuation when there is one."""
+    from harness_plugin.answers import score
+
+    trace, forced = split_forced(results[0])
+    metrics = {"acc": float(score(trace, doc["reference"], doc["dataset"]))}
+    if forced is not None:
+        metrics["acc_forced"] = float(score(forced, doc["reference"], doc["dataset"]))
+    return metrics
