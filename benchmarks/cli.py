@@ -40,7 +40,13 @@ def _add_toy_world(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_toy_world)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_toy_world]
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.run import add_run_command
+
+    add_run_command(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_toy_world]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,198 @@
+"""The benchmark suite end to end on the smoke preset: resume after SIGKILL, MLflow (sqlite and a real server),
+the model registry, bad settings, and two processes under accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ANTIDISTILL = [sys.executable, "-m", "harness_plugin.cli"]
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory):
+    """A shared toy-world cache, so the smoke world is built once for the whole module."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(ANTIDISTILL_CACHE=str(tmp_path_factory.mktemp("cache")), OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def bench(args, env, **kwargs):
+    return subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress", *args], env=env,
+                          capture_output=True, text=True, **kwargs)
+
+
+def grid_size(env):
+    out = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--dry-run", "--output", "/tmp/x"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return int(out.split("grid: ")[1].split()[0])
+
+
+def check_tracking(uri, experiment, points, min_versions=None):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("antidistill.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1, "one parent run per output folder, even after a restart"
+    assert len(children) == points and len({c.info.run_name for c in children}) == points
+    for child in children:
+        params, metrics = child.data.params, child.data.metrics
+        assert params["sampler"] in {"temperature", "antidistillation", "permutation"}
+        for key in ("tau", "lam", "eps", "grad_norm", "teacher", "proxy", "student", "preset"):
+            assert key in params
+        for key in ("teacher_accuracy", "student_accuracy", "student_base_accuracy", "teacher_accuracy_af",
+                    "student_accuracy_af"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert child.info.status == "FINISHED"
+        assert client.get_metric_history(child.info.run_id, "distill_loss")
+    name = "antidistill-smoke-student"
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) == points, "one model version per grid point, no duplicates"
+    assert {v.tags["sampler"] for v in versions} == {"temperature", "antidistillation", "permutation"}
+    return client
+
+
+@pytest.mark.slow
+def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
+    output = tmp_path / "run"
+    points = grid_size(bench_env)
+    process = subprocess.Popen([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress",
+                                "--output", str(output)], env=bench_env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    first_student = None
+    while time.time() < deadline and process.poll() is None:
+        # kill in the middle of the first distillation (its temporary folder exists, the student does not)
+        students = [p for p in (output / "points").glob("*/.student-*")] if (output / "points").exists() else []
+        if students:
+            first_student = students[0].parent / "student"
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not first_student.exists()
+    result = bench(["--output", str(output)], bench_env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+    assert "holdout traces" not in result.stdout  # finished stages are skipped
+    hidden = [p for p in output.rglob(".*") if "mlartifacts" not in p.parts]
+    assert not hidden, f"temporary files left behind: {hidden}"
+    summary = json.loads((output / "summary.json").read_text())
+    assert len(summary["rows"]) == points
+    client = check_tracking(f"sqlite:///{output / 'mlflow.db'}", "antidistill-smoke", points)
+
+    # the clean-trace student loads back from the registry into transformers
+    import mlflow
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")
+    local = mlflow.artifacts.download_artifacts("models:/antidistill-smoke-student@clean", dst_path=str(tmp_path / "dl"))
+    model = AutoModelForCausalLM.from_pretrained(local)
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    assert model.config.vocab_size >= len(tokenizer)
+    assert client.get_model_version_by_alias("antidistill-smoke-student", "clean").tags["tau"] == "0.0"
+
+    # running again does nothing new: every stage is skipped, nothing is duplicated
+    again = bench(["--output", str(output)], bench_env, timeout=600)
+    assert again.returncode == 0 and "==>" not in again.stdout
+    check_tracking(f"sqlite:///{output / 'mlflow.db'}", "antidistill-smoke", points)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_smoke_run_against_a_real_mlflow_server(bench_env, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        env=bench_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not come up")
+                time.sleep(1)
+        result = bench(["--output", str(tmp_path / "run")], {**bench_env, "MLFLOW_TRACKING_URI": uri},
+                       timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not (tmp_path / "run" / "mlflow.db").exists()  # MLFLOW_TRACKING_URI wins over the sqlite default
+        check_tracking(uri, "antidistill-smoke", grid_size(bench_env))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_bad_settings_fail_before_any_work(bench_env, tmp_path, tiny_dir):
+    cases = [
+        (["--preset", "huge"], "unknown preset"),
+        (["--set", "grid.antidistillation.lam=[-1]"], "lam must be >= 0"),
+        (["--set", "grid.nonsense=1"], "unknown setting"),
+        (["--set", f"models.proxy={tiny_dir / 'proxy_other_vocab'}"], "different vocabularies"),
+    ]
+    for args, message in cases:
+        output = tmp_path / f"out{len(message)}"
+        result = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress",
+                                 "--output", str(output), *args], env=bench_env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr
+        assert not output.exists() or not any(output.iterdir()), "nothing may be written before the check"
+    missing = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "paper-gsm8k", "--output",
+                              str(tmp_path / "gsm")], env={**bench_env, "ANTIDISTILL_DATA_DIR": str(tmp_path)},
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "gsm8k/train.jsonl" in missing.stderr
+
+
+@pytest.mark.slow
+def test_holdout_traces_and_gradient_under_two_processes_equal_one(bench_env, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    common = ["bench", "run", "--preset", "smoke", "--no-progress", "--stop-after", "gradient"]
+    single = subprocess.run([*ANTIDISTILL, *common, "--output", str(tmp_path / "one")], env=bench_env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "-m", "harness_plugin.cli", *common, "--output", str(tmp_path / "two")],
+                            env=bench_env, capture_output=True, text=True, timeout=600)
+    assert double.returncode == 0, double.stderr[-2000:]
+    one = [json.loads(line) for line in (tmp_path / "one" / "holdout_traces.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two" / "holdout_traces.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in one] == [r["id"] for r in two]
+    assert [r["completion"] for r in one] == [r["completion"] for r in two]
+    g1 = load_file(str(tmp_path / "one" / "gradient" / "gradient.safetensors"))
+    g2 = load_file(str(tmp_path / "two" / "gradient" / "gradient.safetensors"))
+    for name, tensor in g1.items():
+        torch.testing.assert_close(g2[name], tensor, rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "two" / "gradient" / "gradient.json").read_text())["world_size"] == 2
