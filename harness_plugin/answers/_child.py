@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 
 DEFAULT_MEMORY_MB = 4096
 
@@ -35,6 +37,24 @@ def _limit_memory() -> None:
         pass
 
 
+def _exit_with_parent(interval_s: float = 1.0) -> None:
+    """End this worker if its parent dies, even in the middle of a long sympy computation.
+
+    A closed stdin ends the request loop, but only between requests; a watchdog thread (the GIL is released
+    every few milliseconds) catches the parent dying while sympy is busy. ``PR_SET_PDEATHSIG`` would not do:
+    it fires when the *thread* that started us exits, and workers are often started from short-lived threads.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="answers-worker-watchdog", daemon=True).start()
+
+
 def _send(channel, message: dict) -> None:
     channel.write(json.dumps(message).encode("utf-8") + b"\n")
     channel.flush()
@@ -45,6 +65,7 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     _limit_memory()
+    _exit_with_parent()
 
     from harness_plugin.answers import symbolic
 
