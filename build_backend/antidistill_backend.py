@@ -6,7 +6,7 @@ regular and editable (PEP 660) builds, so this backend lets setuptools build the
 to it, with its RECORD line. Every other hook is setuptools' own; the sdist is setuptools' sdist (MANIFEST.in
 includes this folder, which `backend-path` needs).
 
-The .pth line imports nothing unless the package is importable, and the hook it calls never raises.
+The .pth line does nothing when the package cannot be imported, and the hook it calls never raises.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (every hook we do not override)
 
 PTH_NAME = "antidistill_lm_eval.pth"
+# site.py executes .pth lines that start with "import". The try keeps a stale file (package gone, editable source
+# moved) silent; nothing else is imported, so an interpreter that never imports lm-eval pays about a millisecond.
 PTH_LINE = (
-    "import importlib.util as _antidistill_util; "
-    "_antidistill_util.find_spec('harness_plugin') is not None and "
-    "__import__('harness_plugin.lm_eval_hook').lm_eval_hook.install_at_startup()\n"
+    "import sys; exec('try:\\n import harness_plugin.lm_eval_hook as h\\nexcept ImportError:\\n pass\\n"
+    "else:\\n h.install_at_startup()')\n"
 )
 
 

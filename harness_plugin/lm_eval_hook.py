@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing (and re) at every start-up costs milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 MODEL_NAME = "antidistill"
 MODEL_TARGET = "harness_plugin.lm_eval_model:AntidistillLM"
@@ -163,7 +164,7 @@ class _PostImportFinder:
             self._busy.discard(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return None
-        spec.loader = _LoaderProxy(spec.loader, self, fullname)
+        spec.loader = _LoaderProxy(spec.loader, self, fullname)  # type: ignore[assignment]
         return spec
 
     def done(self, name: str) -> None:

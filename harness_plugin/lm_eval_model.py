@@ -93,11 +93,14 @@ class AntidistillSettings:
         name = str(sampler).strip().lower()
         if name not in SAMPLER_NAMES:
             raise _fail(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-        if str(penalty) not in ("fd", "jvp"):
-            raise _fail(f"unknown penalty {penalty!r}: use fd (finite difference) or jvp (exact, slower)")
-        config = SamplerConfig(sampler=SAMPLER_NAMES[name], tau=_number("tau", tau), lam=_number("lam", lam),
-                               eps=_number("eps", eps), top_p=_number("top_p", top_p), top_k=_integer("top_k", top_k),
-                               penalty=str(penalty), seed=_integer("seed", seed))
+        try:
+            config = SamplerConfig(sampler=SAMPLER_NAMES[name], tau=_number("tau", tau), lam=_number("lam", lam),
+                                   eps=_number("eps", eps), top_p=_number("top_p", top_p),
+                                   top_k=_integer("top_k", top_k), penalty=str(penalty), seed=_integer("seed", seed))
+        except AntidistillError as error:
+            if str(error).startswith("antidistill model_args"):
+                raise
+            raise _fail(str(error)) from None
         if proxy_dtype is not None and str(proxy_dtype) not in PROXY_DTYPES:
             raise _fail(f"unknown proxy_dtype {proxy_dtype!r}: use one of {', '.join(PROXY_DTYPES)}")
         if answer_forcing is True:

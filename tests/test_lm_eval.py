@@ -206,6 +206,14 @@ def test_offline_data_override_and_chat_template(tiny_dir, tmp_path, monkeypatch
         protocol.load_math()
 
 
+def test_without_data_dir_or_network_the_error_names_the_offline_fix(monkeypatch):
+    monkeypatch.delenv(protocol.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="set ANTIDISTILL_DATA_DIR to a folder holding math500/test.jsonl"):
+        protocol.load_math500()
+
+
 def test_tasks_load_the_shared_offline_data(shared_data, monkeypatch):
     monkeypatch.setenv(protocol.DATA_DIR_VARIABLE, str(shared_data))
     sizes = {protocol.load_gsm8k_platinum: 1209, protocol.load_gsm8k: 1319, protocol.load_math500: 500}

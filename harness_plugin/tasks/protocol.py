@@ -73,7 +73,15 @@ def _hub_records(dataset: str, split: str) -> list[dict[str, Any]]:
 
 def _records(dataset: str, split: str) -> list[dict[str, Any]]:
     offline = _offline_records(dataset, split)
-    return offline if offline is not None else _hub_records(dataset, split)
+    if offline is not None:
+        return offline
+    try:
+        return _hub_records(dataset, split)
+    except Exception as error:
+        source = _MATH_HUB if dataset == "math" else _SOURCES[dataset][0]
+        raise RuntimeError(
+            f"could not load {source} ({split}) from the Hugging Face hub: {type(error).__name__}: {error}. "
+            f"Without network access, set {DATA_DIR_VARIABLE} to a folder holding {dataset}/{split}.jsonl.") from error
 
 
 def _tokenizer_source(metadata: dict[str, Any]) -> str | None:
