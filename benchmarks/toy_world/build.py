@@ -243,6 +243,9 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     max_len = preset.teacher.max_positions
     sft_pairs = [(format_prompt(t_tok, p["question"]), p["answer"] + t_tok.eos_token) for p in gsm["train"]]
     sft = encode_pairs(t_tok, sft_pairs, max_len)
+    n_facts = int(len(sft) * preset.teacher_fact_fraction)
+    fact_docs = generic_corpus([], n_facts, preset.seed + 1, preset.difficulty, preset.facts_per_doc)
+    facts = encode_pairs(t_tok, [("", d + t_tok.eos_token) for d in fact_docs], max_len) if fact_docs else []
 
     def train_and_save(role: str, spec, tok, examples, train_spec, seed: int) -> None:
         model = make_model(spec, tok, seed)
@@ -255,13 +258,16 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     models: dict[str, Any] = {}
     # 3. teacher: all worked solutions of the train split
     step("teacher")
-    clock.run("teacher", lambda: train_and_save("teacher", preset.teacher, t_tok, sft, preset.teacher_train, 1))
+    clock.run(
+        "teacher", lambda: train_and_save("teacher", preset.teacher, t_tok, sft + facts, preset.teacher_train, 1)
+    )
     stages.update()
 
     # 4. proxy: same family and tokenizer, smaller, trained on a fraction of the problems
     step("proxy")
     rng = random.Random(preset.seed)
     proxy_examples = rng.sample(sft, max(1, int(len(sft) * preset.proxy_data_fraction)))
+    proxy_examples += facts[: int(len(facts) * preset.proxy_data_fraction)]
     clock.run(
         "proxy", lambda: train_and_save("proxy", preset.proxy, t_tok, proxy_examples, preset.proxy_train, 2)
     )

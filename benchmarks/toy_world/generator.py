@@ -467,6 +467,42 @@ def arithmetic_fact(rng: random.Random, d: Difficulty) -> str:
     return f"{small * big} / {small} = {big}"
 
 
+def _fact_from(rng: random.Random, d: Difficulty, a: int) -> str | None:
+    """A true equation whose first operand is `a`, within the bounds, or None when none fits."""
+    options = []
+    if a < d.max_value:
+        b = rng.randint(1, d.max_value - a)
+        options.append(f"{a} + {b} = {a + b}")
+    if a > 0:
+        b = rng.randint(0, a)
+        options.append(f"{a} - {b} = {a - b}")
+    if 0 < a <= d.max_value // 2:
+        b = rng.randint(2, min(d.max_factor, d.max_value // a)) if a > d.max_factor else rng.randint(
+            2, max(2, d.max_value // a)
+        )
+        if a * b <= d.max_value and min(a, b) <= d.max_factor:
+            options.append(f"{a} * {b} = {a * b}")
+    divisors = [k for k in range(2, d.max_factor + 1) if a % k == 0 and a > 0]
+    if divisors:
+        k = rng.choice(divisors)
+        options.append(f"{a} / {k} = {a // k}")
+    return rng.choice(options) if options else None
+
+
+def _fact_chain(rng: random.Random, d: Difficulty, n: int) -> list[str]:
+    """Equations where the next often starts from the last result: arithmetic practice that also rewards
+    copying a number seen earlier (what reading a problem needs), still without any worked solution."""
+    lines: list[str] = []
+    last: int | None = None
+    for _ in range(n):
+        fact = arithmetic_fact(rng, d)
+        if last is not None and rng.random() < 0.5:
+            fact = _fact_from(rng, d, last) or fact
+        lines.append(fact + ".")
+        last = int(fact.rsplit(" ", 1)[1])
+    return lines
+
+
 def generic_corpus(questions: list[str], n_docs: int, seed: int, d: Difficulty, facts_per_doc: int) -> list[str]:
     """Documents of the student's pretraining: problem statements (no solutions), facts and equations."""
     rng = random.Random(f"corpus-{seed}")
@@ -475,7 +511,7 @@ def generic_corpus(questions: list[str], n_docs: int, seed: int, d: Difficulty, 
         if rng.random() < 0.5 and questions:
             docs.append(rng.choice(questions))
         else:
-            lines = [arithmetic_fact(rng, d) + "." for _ in range(facts_per_doc)]
+            lines = _fact_chain(rng, d, facts_per_doc)
             if rng.random() < 0.3:
                 lines.insert(rng.randint(0, len(lines)), rng.choice(WORLD_FACTS))
             docs.append("\n".join(lines))
