@@ -318,7 +318,7 @@ class Pipeline:
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
         gradient_meta = json.loads((self.output / "gradient" / "gradient.json").read_text())
         models = self.world()["models"]
-        tracker.log_params(run_id, {
+        params = {
             "sampler": point.sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
             "lam_code": point.tau * point.lam, "penalty": self.config["grid"]["penalty"],
             "grad_norm": gradient_meta["norm"], "top_p": self.config["generation"]["top_p"],
@@ -326,7 +326,7 @@ class Pipeline:
             "dataset": self.config["dataset"], "preset": self.config.preset,
             "holdout_traces_sha256": gradient_meta["traces_sha256"],
             "train_traces_sha256": _file_sha256(folder / "train_traces.jsonl"),
-        })
+        }
         metrics = {
             "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
             "student_base_accuracy": baseline["accuracy"],
@@ -340,14 +340,11 @@ class Pipeline:
         train = read_jsonl(folder / "train_traces.jsonl")
         metrics["train_traces_mean_teacher_logprob"] = _mean_logprob(train)
         metrics["train_traces_mean_tokens"] = sum(t["num_tokens"] for t in train) / max(1, len(train))
-        client = tracker.client
-        for key, value in metrics.items():
-            client.log_metric(run_id, key, float(value))
         log_path = folder / "distill_log.jsonl"
-        if log_path.exists():
-            for entry in read_jsonl(log_path):
-                if "loss" in entry:
-                    client.log_metric(run_id, "distill_loss", float(entry["loss"]), step=int(entry["step"]))
+        losses = [(int(e["step"]), float(e["loss"])) for e in read_jsonl(log_path) if "loss" in e] \
+            if log_path.exists() else []
+        tracker.log(run_id, params, metrics, {"distill_loss": losses})
+        client = tracker.client
         for name in ("teacher_samples.jsonl", "student_samples.jsonl", "distill_log.jsonl"):
             if (folder / name).exists():
                 client.log_artifact(run_id, str(folder / name), artifact_path="samples")
@@ -374,11 +371,11 @@ class Pipeline:
         tracker = self.tracker()
         parent = tracker.parent_run_id(self.config.experiment)
         models = self.world()["models"]
-        tracker.log_params(parent, {"preset": self.config.preset, "dataset": self.config["dataset"],
-                                    "teacher": models["teacher"], "proxy": models["proxy"],
-                                    "student": models["student"], "grid_points": len(self.config.grid)})
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
-        tracker.client.log_metric(parent, "student_base_accuracy", baseline["accuracy"])
+        tracker.log(parent, {"preset": self.config.preset, "dataset": self.config["dataset"],
+                             "teacher": models["teacher"], "proxy": models["proxy"],
+                             "student": models["student"], "grid_points": len(self.config.grid)},
+                    {"student_base_accuracy": baseline["accuracy"]})
         tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))

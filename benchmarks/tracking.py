@@ -91,12 +91,22 @@ class Tracker:
         with mlflow.start_run(run_id=run_id, nested=nested) as run:
             yield run
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        """Log params once (a resumed run already has them; MLflow refuses changed values)."""
+    def log(self, run_id: str, params: Mapping[str, Any] = {},  # noqa: B006 (read only)
+            metrics: Mapping[str, float] = {}, series: Mapping[str, list[tuple[int, float]]] = {}) -> None:  # noqa: B006
+        """Params (only those not logged yet: a resumed run has them and MLflow refuses changed values), metrics
+        and per-step series, in one batched call."""
+        import time
+
+        from mlflow.entities import Metric, Param
+
         existing = self.client.get_run(run_id).data.params
-        fresh = {k: str(v) for k, v in params.items() if k not in existing}
-        for key, value in fresh.items():
-            self.client.log_param(run_id, key, value)
+        now = int(time.time() * 1000)
+        batch_params = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        batch_metrics = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        batch_metrics += [Metric(k, float(v), now, int(step)) for k, points in series.items() for step, v in points]
+        for start in range(0, max(len(batch_metrics), 1), 1000):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(run_id, metrics=batch_metrics[start:start + 1000],
+                                  params=batch_params if start == 0 else [])
 
     def register_student(self, run_id: str, student_dir: Path, tags: Mapping[str, Any],
                          alias: str | None = None) -> str:

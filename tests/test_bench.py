@@ -152,7 +152,10 @@ def test_smoke_run_against_a_real_mlflow_server(bench_env, tmp_path):
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def test_bad_settings_fail_before_any_work(bench_env, tmp_path, tiny_dir):
+def test_bad_settings_fail_before_any_work(bench_env, tmp_path, tiny_dir, capsys, monkeypatch):
+    from harness_plugin.cli import main
+
+    monkeypatch.setenv("ANTIDISTILL_CACHE", bench_env["ANTIDISTILL_CACHE"])
     cases = [
         (["--preset", "huge"], "unknown preset"),
         (["--set", "grid.antidistillation.lam=[-1]"], "lam must be >= 0"),
@@ -161,16 +164,13 @@ def test_bad_settings_fail_before_any_work(bench_env, tmp_path, tiny_dir):
     ]
     for args, message in cases:
         output = tmp_path / f"out{len(message)}"
-        result = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress",
-                                 "--output", str(output), *args], env=bench_env, capture_output=True, text=True,
-                                timeout=600)
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert message in result.stderr
+        code = main(["bench", "run", "--preset", "smoke", "--no-progress", "--output", str(output), *args])
+        assert code == 2
+        assert message in capsys.readouterr().err
         assert not output.exists() or not any(output.iterdir()), "nothing may be written before the check"
-    missing = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "paper-gsm8k", "--output",
-                              str(tmp_path / "gsm")], env={**bench_env, "ANTIDISTILL_DATA_DIR": str(tmp_path)},
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "gsm8k/train.jsonl" in missing.stderr
+    monkeypatch.setenv("ANTIDISTILL_DATA_DIR", str(tmp_path))
+    assert main(["bench", "run", "--preset", "paper-gsm8k", "--output", str(tmp_path / "gsm")]) == 2
+    assert "gsm8k/train.jsonl" in capsys.readouterr().err
 
 
 @pytest.mark.slow
