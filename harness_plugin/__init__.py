@@ -8,8 +8,7 @@ Names are imported lazily (PEP 562), so `import harness_plugin.answers` or the l
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not imported from typing: this module runs at every interpreter start (the lm-eval hook)
 
 __version__ = "0.1.0"
 
@@ -32,7 +31,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .errors import AntidistillError, GradientMismatchError, NonFinitePenaltyError, VocabularyMismatchError
+    from .errors import (
+        AntidistillError,
+        GradientMismatchError,
+        NonFinitePenaltyError,
+        VocabularyMismatchError,
+    )
     from .generation import GeneratedTrace, generate
     from .gradient import ProxyGradient
     from .penalty import AntidistillationPenalty
@@ -45,7 +49,9 @@ if TYPE_CHECKING:
     from .vocab import check_same_tokenizer
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _EXPORTS:
+        import importlib
+
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
