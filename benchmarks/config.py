@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from harness_plugin.errors import AntidistillError
-from harness_plugin.sampling import SAMPLER_LONG_NAMES
+from harness_plugin.names import SAMPLER_LONG_NAMES
 
 DATASETS = ("toy", "gsm8k", "math", "math500")
 SAMPLER_SECTIONS = ("temperature", "antidistillation", "permutation")

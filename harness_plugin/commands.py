@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .sampling import SAMPLERS
+from .names import PENALTY_METHODS, SAMPLERS
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +73,7 @@ def register_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tau", type=float, default=1.0, help="temperature τ; 0 = greedy (temperature only)")
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--penalty", choices=("fd", "jvp", "head"), default="fd",
+    parser.add_argument("--penalty", choices=PENALTY_METHODS, default="fd",
                         help="fd: two perturbed proxy copies with KV caches; jvp: exact forward-mode derivative "
                              "(slow); head: exact for the unembedding alone, one proxy forward (cheaper)")
     parser.add_argument("--proxy-dtype", default=None, help="float32 | bfloat16 | float16 (default: fp32 on CPU, "

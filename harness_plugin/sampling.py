@@ -16,11 +16,10 @@ import torch
 from transformers import LogitsProcessor
 
 from .errors import AntidistillError
+from .names import PENALTY_METHODS, SAMPLER_LONG_NAMES, SAMPLERS
 from .penalty import AntidistillationPenalty
 
 Sampler = Literal["ads", "permutation", "temperature"]
-SAMPLERS: tuple[str, ...] = ("ads", "permutation", "temperature")
-SAMPLER_LONG_NAMES = {"ads": "antidistillation", "permutation": "permutation", "temperature": "temperature"}
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,8 @@ class SamplerConfig:
             raise AntidistillError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise AntidistillError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if self.penalty not in ("fd", "jvp", "head"):
-            raise AntidistillError(f"unknown penalty method {self.penalty!r}: use 'fd', 'jvp' or 'head'")
+        if self.penalty not in PENALTY_METHODS:
+            raise AntidistillError(f"unknown penalty method {self.penalty!r}: use one of {', '.join(PENALTY_METHODS)}")
 
     @property
     def needs_penalty(self) -> bool:

@@ -1,0 +1,7 @@
+"""Names of samplers and penalty methods, in a module without torch so CLIs and configs can list them cheaply."""
+
+from __future__ import annotations
+
+SAMPLERS: tuple[str, ...] = ("ads", "permutation", "temperature")
+SAMPLER_LONG_NAMES = {"ads": "antidistillation", "permutation": "permutation", "temperature": "temperature"}
+PENALTY_METHODS: tuple[str, ...] = ("fd", "jvp", "head")
