@@ -33,7 +33,8 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# $ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data)
+DEFAULT_DATA = Path(os.environ.get("ANTIDISTILL_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.answers import DEFAULT_DATA, Gold, hendrycks_answer, main, perturbations, rewrites
+from benchmarks.answers import Gold, hendrycks_answer, main, perturbations, rewrites
 from harness_plugin.answers import is_equivalent
 
 
@@ -33,10 +33,9 @@ def test_generated_rewrites_are_equivalent_and_perturbations_are_not(answer: str
         assert not is_equivalent(text, answer), (family, text)
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "math500" / "test.jsonl").exists(), reason=f"no shared data at {DEFAULT_DATA}")
-def test_small_run_writes_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_small_run_writes_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_data: Path) -> None:
     output = tmp_path / "answers.json"
-    assert main(["--limit", "15", "--no-math-verify", "--json", str(output)]) == 0
+    assert main(["--data", str(shared_data), "--limit", "15", "--no-math-verify", "--json", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "| self " in printed and "checks/s" in printed
     figures = json.loads(output.read_text())["results"]["ours"]

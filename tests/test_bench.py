@@ -29,13 +29,14 @@ def bench_env(tmp_path_factory):
 
 
 def bench(args, env, **kwargs):
+    # cwd outside the checkout: `python -m` must import the installed package, not the source tree
     return subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress", *args], env=env,
-                          capture_output=True, text=True, **kwargs)
+                          capture_output=True, text=True, cwd=env["ANTIDISTILL_CACHE"], **kwargs)
 
 
 def grid_size(env):
     out = subprocess.run([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--dry-run", "--output", "/tmp/x"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+                         env=env, capture_output=True, text=True, check=True, cwd=env["ANTIDISTILL_CACHE"]).stdout
     return int(out.split("grid: ")[1].split()[0])
 
 
@@ -72,7 +73,7 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     points = grid_size(bench_env)
     process = subprocess.Popen([*ANTIDISTILL, "bench", "run", "--preset", "smoke", "--no-progress",
                                 "--output", str(output)], env=bench_env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 600
     first_student = None
     while time.time() < deadline and process.poll() is None:
@@ -126,7 +127,7 @@ def test_smoke_run_against_a_real_mlflow_server(bench_env, tmp_path):
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        env=bench_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env=bench_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -180,12 +181,12 @@ def test_holdout_traces_and_gradient_under_two_processes_equal_one(bench_env, tm
 
     common = ["bench", "run", "--preset", "smoke", "--no-progress", "--stop-after", "gradient"]
     single = subprocess.run([*ANTIDISTILL, *common, "--output", str(tmp_path / "one")], env=bench_env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     double = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                              "-m", "harness_plugin.cli", *common, "--output", str(tmp_path / "two")],
-                            env=bench_env, capture_output=True, text=True, timeout=600)
+                            env=bench_env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert double.returncode == 0, double.stderr[-2000:]
     one = [json.loads(line) for line in (tmp_path / "one" / "holdout_traces.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two" / "holdout_traces.jsonl").read_text().splitlines()]

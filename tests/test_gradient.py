@@ -129,11 +129,11 @@ def test_two_process_gradient_equals_single_process(tiny_dir, tmp_path):
     common = ["-m", "harness_plugin.cli", "gradient", "--proxy", str(tiny_dir / "proxy"),
               "--traces", str(tmp_path / "traces.jsonl"), "--device", "cpu", "--batch-size", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, *common, "--output", str(tmp_path / "single")], check=True, env=env)
+    subprocess.run([sys.executable, *common, "--output", str(tmp_path / "single")], check=True, env=env, cwd=tmp_path)
     # `--multi_gpu` on a machine without GPUs launches gloo CPU processes (`--cpu` alone runs one process)
     subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", *common,
-                    "--output", str(tmp_path / "double")], check=True, env=env, timeout=300)
+                    "--output", str(tmp_path / "double")], check=True, env=env, timeout=300, cwd=tmp_path)
     single = ProxyGradient.load(tmp_path / "single")
     double = ProxyGradient.load(tmp_path / "double")
     assert double.metadata["world_size"] == 2 and single.metadata["world_size"] == 1
