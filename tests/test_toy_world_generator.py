@@ -163,3 +163,17 @@ def test_generic_corpus_has_facts_but_no_solutions() -> None:
     assert len(docs) == 200
     assert not any("####" in doc for doc in docs)
     assert any(doc in questions for doc in docs)
+
+
+@pytest.mark.parametrize("name", ["toy", "smoke"])
+def test_every_preset_fits_its_difficulty(name: str) -> None:
+    """The presets ask for splits close to the number of distinct problems their bounds allow: dealing them
+    must succeed, with every split full and every problem within the preset's step bounds."""
+    from benchmarks.toy_world.presets import get_preset
+
+    preset = get_preset(name)
+    sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
+    splits = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty)
+    assert {k: len(v) for k, v in splits.items()} == sizes
+    d = preset.difficulty
+    assert all(d.min_steps <= p["params"]["n_steps"] <= d.max_steps for p in splits["train"])
