@@ -48,6 +48,12 @@ def _local_linear(x: np.ndarray, y: np.ndarray, at: np.ndarray, frac: float,
     flat = var_x <= (1e-12 * max(spread, 1e-12)) ** 2
     slope = np.where(flat, 0.0, cov_xy / np.where(flat, 1.0, var_x))
     fit = mean_y + slope * (at - mean_x)
+    # A nearly degenerate neighbourhood (two runs at almost the same teacher accuracy) can give a wild slope; a
+    # local fit is never allowed outside the range of the points that carry weight in it.
+    supported = weights > 0
+    low = np.where(supported, y[None, :], np.inf).min(axis=1)
+    high = np.where(supported, y[None, :], -np.inf).max(axis=1)
+    fit = np.clip(fit, np.minimum(low, high), np.maximum(low, high))
     return np.where(total > 0, fit, np.nan)
 
 
