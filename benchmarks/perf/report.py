@@ -58,7 +58,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         batch1 = [s for (b, _), s in pairs if b == 1]
         verdicts.append(_verdict(f"goal: ads-fd >= {REFERENCE_GOAL_BATCH1}x reference at batch 1",
                                  _all(s >= REFERENCE_GOAL_BATCH1 for s in batch1),
-                                 "; ".join(f"{s:.2f}x" for s in batch1) or "no batch-1 rows", name))
+                                 "; ".join(f"{s:.2f}x" for s in batch1)
+                                 or ("no batch-1 rows" if pairs else "no reference rows"), name))
 
         flat = []
         for batch in sorted({b for b, _ in fd}):
