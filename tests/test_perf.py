@@ -90,3 +90,19 @@ def test_flop_count_matches_the_matmuls_of_a_step():
     kv = config.num_key_value_heads * hidden // config.num_attention_heads
     per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter
     assert describe_model(teacher)["flops_per_token"] == 2 * (layers * per_layer + VOCAB * hidden)
+
+
+def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
+    out = tmp_path / "ckpt.json"
+    code = main(["perf", "--no-random", "--teacher", str(tiny_dir / "teacher"), "--proxy", str(tiny_dir / "proxy"),
+                 "--batch-sizes", "2", "--new-tokens", "3", "--repeats", "1", "--methods", "ads-fd", "reference",
+                 "--json", str(out), "--no-progress"])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert {r["method"] for r in results["results"]} == {"plain", "ads-fd", "reference"}
+    assert all(r["models"].endswith("proxy") and r["tokens_per_s"] > 0 for r in results["results"])
+
+
+def test_perf_command_rejects_half_a_checkpoint_pair(tiny_dir, capsys):
+    assert main(["perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
+    assert "--teacher and --proxy together" in capsys.readouterr().err

@@ -166,9 +166,10 @@ class Bench:
     def processors(self, method: str, mask: torch.Tensor, seed: int) -> tuple[list[LogitsProcessor], float]:
         """The logits processors for one generation, started afresh, and the temperature to give HF."""
         m, s = self.models, self.settings
-        if method == "plain":
-            return [], s.tau
-        built = self.component(COMPONENT[method])[0]  # type: ignore[index]
+        name = COMPONENT[method]
+        if name is None:
+            return [], s.tau  # plain teacher sampling
+        built = self.component(name)[0]
         if method in ("reference", "nocache"):
             make = reference_processor if method == "reference" else nocache_processor
             baseline = make(built[0], built[1], s.lam, s.tau, s.eps, m.vocab)
