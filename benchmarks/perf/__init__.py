@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the weights) and on checkpoints given with --teacher/--proxy. --quick runs a small grid in "
                     "a few minutes on a laptop CPU; the default grid is batch 1, 8, 32 x 64, 256, 1024 tokens.")
     parser.add_argument("--quick", action="store_true",
-                        help="small models and grid (batch 1, 8 x 32, 96 tokens, 2 repeats): a few minutes on CPU")
+                        help="small models and grid (batch 1, 8 x 32, 64 tokens, 2 repeats): a few minutes on CPU")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="write a README-ready 'Performance' section (table, targets, machine) to this file")
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-nocache-tokens", type=int, default=None,
                         help="skip nocache rows beyond this many new tokens (its cost grows with the square of "
-                             "the length; default 256, quick 96)")
+                             "the length; default 256, quick 64)")
     parser.add_argument("--max-nocache-batch", type=int, default=None,
                         help="skip nocache rows beyond this batch size (default 32, quick 1)")
     parser.add_argument("--max-jvp-tokens", type=int, default=None,

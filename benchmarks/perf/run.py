@@ -81,7 +81,7 @@ class Settings:
         return None
 
 
-QUICK = {"shape": "small", "batch_sizes": (1, 8), "new_tokens": (32, 96), "repeats": 2, "max_nocache_tokens": 96,
+QUICK = {"shape": "small", "batch_sizes": (1, 8), "new_tokens": (32, 64), "repeats": 2, "max_nocache_tokens": 64,
          "max_nocache_batch": 1, "max_jvp_tokens": 32, "max_jvp_batch": 1}
 
 
