@@ -133,9 +133,17 @@ class Pipeline:
             models = dict(self.config["models"])
             toy_splits = None
             if self.config["dataset"] == "toy":
-                from .toy_world import build_toy_world
+                from .toy_world import build_toy_world, default_cache_dir, get_preset, world_hash
 
-                world = build_toy_world(preset=self.config["toy_world"])
+                preset = self.config["toy_world"]
+                built = default_cache_dir() / world_hash(get_preset(preset)) / "manifest.json"
+                if self.state.num_processes > 1 and not built.is_file():
+                    # every rank would train its own world (and the Trainer inside would wait for the others)
+                    from .config import ConfigError
+
+                    raise ConfigError(f"the {preset!r} toy world is not built yet: build it once in a single process "
+                                      f"(`antidistill bench toy-world --preset {preset}`), then launch again")
+                world = build_toy_world(preset=preset)
                 built = {"teacher": world.teacher_dir, "proxy": world.proxy_dir, "student": world.student_dir}
                 models.update({role: str(path) for role, path in built.items() if not models[role]})
                 toy_splits = world.splits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,11 @@ def test_two_process_gradient_equals_single_process(tiny_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, *common, "--output", str(tmp_path / "single")], check=True, env=env, cwd=tmp_path)
     # `--multi_gpu` on a machine without GPUs launches gloo CPU processes (`--cpu` alone runs one process)
+    with socket.socket() as probe:  # a free port: a stale run on accelerate's default 29500 must not collide
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--main_process_port", port,
                     "--mixed_precision", "no", "--dynamo_backend", "no", *common,
                     "--output", str(tmp_path / "double")], check=True, env=env, timeout=300, cwd=tmp_path)
     single = ProxyGradient.load(tmp_path / "single")

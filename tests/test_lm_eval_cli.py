@@ -98,11 +98,21 @@ def test_plain_lm_eval_runs_the_antidistill_model_through_the_startup_hook(setup
     assert all(protocol.ANSWER_FORCING_SEPARATOR in s["resps"][0][0] for s in samples)
 
 
+def _free_port() -> str:
+    """Not accelerate's default 29500: a stale run elsewhere on the machine must not collide with this one."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def test_module_under_accelerate_splits_two_cpu_processes_and_logs_to_mlflow_once(setup, monkeypatch):
     tracking = f"file://{setup['root'] / 'mlruns'}"
     results, samples, result = run(
         setup, "permutation", [_tool("accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness_plugin",
+                               "--mixed_precision", "no", "--dynamo_backend", "no",
+                               "--main_process_port", _free_port(), "-m", "harness_plugin",
                                "--mlflow", "--mlflow-experiment", "cli-test", "--model", "antidistill"],
         antidistill_args(setup, sampler="permutation", seed=3), tasks="gsm8k_antidistill,math500_antidistill",
         limit=4, env={"MLFLOW_TRACKING_URI": tracking, "MLFLOW_ALLOW_FILE_STORE": "true"})
