@@ -141,6 +141,21 @@ def test_splits_are_disjoint_and_deterministic() -> None:
     assert make_splits(5, {"test": 100, "holdout": 10, "train": 10})["test"] == splits["test"]
 
 
+def test_reworded_train_split_stays_disjoint_from_test_and_holdout() -> None:
+    """Rewordings add questions to train only: each is new text, none shares a problem with test or holdout."""
+    sizes = {"test": 50, "holdout": 50, "train": 1500}
+    d = Difficulty(min_steps=1, max_steps=1, max_factor=4, max_value=30)
+    splits = make_splits(3, sizes, "gsm8k", d, reworded=("train",))
+    assert {k: len(v) for k, v in splits.items()} == sizes
+    keys = {name: [(r["template"], str(sorted(r["params"].items()))) for r in recs] for name, recs in splits.items()}
+    assert not set(keys["train"]) & (set(keys["test"]) | set(keys["holdout"]))
+    assert len({r["question"] for r in splits["train"]}) == sizes["train"]
+    assert len(set(keys["train"])) < sizes["train"]  # some problems do come in several wordings
+    assert len(set(keys["test"])) == sizes["test"]  # the others do not
+    with pytest.raises(ValueError, match="distinct"):  # the same bounds without rewordings run out
+        make_splits(3, sizes, "gsm8k", d)
+
+
 def test_too_small_world_fails_clearly() -> None:
     with pytest.raises(ValueError, match="distinct"):
         make_splits(0, {"train": 5_000}, "gsm8k", Difficulty(min_steps=1, max_steps=1, max_factor=2, max_value=10))
@@ -173,7 +188,8 @@ def test_every_preset_fits_its_difficulty(name: str) -> None:
 
     preset = get_preset(name)
     sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
-    splits = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty)
+    reworded = ("train",) if preset.train_rewordings else ()
+    splits = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded)
     assert {k: len(v) for k, v in splits.items()} == sizes
     d = preset.difficulty
     assert all(d.min_steps <= p["params"]["n_steps"] <= d.max_steps for p in splits["train"])

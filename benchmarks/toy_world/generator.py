@@ -13,7 +13,8 @@ independently of the solution text.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import gcd
@@ -403,23 +404,33 @@ def generate_problems(seed: int, family: str = "gsm8k", difficulty: Difficulty |
 
 
 def make_splits(
-    seed: int, sizes: dict[str, int], family: str = "gsm8k", difficulty: Difficulty | None = None
+    seed: int,
+    sizes: dict[str, int],
+    family: str = "gsm8k",
+    difficulty: Difficulty | None = None,
+    reworded: Collection[str] = (),
 ) -> dict[str, list[dict]]:
     """Draw unique problems and deal them into splits in the order given (e.g. test, holdout, train).
 
     Test is dealt first so its size and content do not depend on how much training data a preset asks for:
-    two presets with the same seed and test size share the test split. Raises when the generator runs out of
-    distinct problems (the difficulty bounds are too tight for the sizes requested).
+    two presets with the same seed and test size share the test split. Splits never share a problem (its
+    template and numbers). A split named in `reworded` may also hold other wordings (names, items) of its own
+    problems, unique by question text: measured on the toy world, a teacher trained on 12,000 such questions
+    learns to read the numbers off the question, where one trained on a few thousand memorises them.
+    Raises when the generator runs out of distinct problems (the bounds are too tight for the sizes requested).
     """
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {name: [] for name in sizes}
     stream = generate_problems(seed, family, difficulty)
     misses = 0
     for name, size in sizes.items():
+        own_keys: set[str] = set()
+        own_questions: set[str] = set()
         while len(splits[name]) < size:
             problem = next(stream)
             key = problem.key()
-            if key in seen:
+            rewording = name in reworded and key in own_keys and problem.question not in own_questions
+            if key in seen and not rewording:
                 misses += 1
                 if misses > 5_000:  # consecutive duplicates: the space of distinct problems is exhausted
                     raise ValueError(
@@ -429,6 +440,8 @@ def make_splits(
                 continue
             misses = 0
             seen.add(key)
+            own_keys.add(key)
+            own_questions.add(problem.question)
             splits[name].append({"id": f"toy-{family}-{name}-{len(splits[name])}", **problem.to_dict()})
     return splits
 
@@ -503,13 +516,41 @@ def _fact_chain(rng: random.Random, d: Difficulty, n: int) -> list[str]:
     return lines
 
 
-def generic_corpus(questions: list[str], n_docs: int, seed: int, d: Difficulty, facts_per_doc: int) -> list[str]:
-    """Documents of the student's pretraining: problem statements (no solutions), facts and equations."""
+_EQUATION = re.compile(r"\d+ [-+*/] \d+ = (\d+)")
+_LAST_QUESTION = re.compile(r"\s*[^.?]*\?$")
+
+
+def story(question: str, answer: str) -> str:
+    """The problem told as a plain statement of what happens, results included, with no working shown.
+
+    "Zoe buys 2 cakes at 5 dollars each. She pays with 50 dollars. The cakes cost 10 dollars. She gets 40
+    dollars back." The asked question is dropped, each solution line keeps only its result, and there is no
+    `####` line: the student reads such text in pretraining (as a real base model has read about the world)
+    but never a question followed by a worked, step-by-step answer, which is what distillation teaches it.
+    """
+    setting = _LAST_QUESTION.sub("", question).strip()
+    results = [_EQUATION.sub(r"\1", line) for line in answer.splitlines() if not line.startswith("####")]
+    return " ".join([setting, *results])
+
+
+def generic_corpus(
+    questions: list[str],
+    n_docs: int,
+    seed: int,
+    d: Difficulty,
+    facts_per_doc: int,
+    stories: list[str] | None = None,
+) -> list[str]:
+    """Documents of the student's pretraining: problem statements, stories (see `story`), facts and equations.
+
+    Half the documents are texts of the world (a question, or a story when `stories` is given, evenly), half
+    are chains of arithmetic facts; none is a worked solution.
+    """
     rng = random.Random(f"corpus-{seed}")
     docs = []
     for _ in range(n_docs):
         if rng.random() < 0.5 and questions:
-            docs.append(rng.choice(questions))
+            docs.append(rng.choice(stories) if stories and rng.random() < 0.5 else rng.choice(questions))
         else:
             lines = _fact_chain(rng, d, facts_per_doc)
             if rng.random() < 0.3:
