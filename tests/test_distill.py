@@ -77,7 +77,7 @@ def test_distillation_learns_the_traces_and_writes_atomically(smoke_world, tmp_p
     assert out == tmp_path / "student"
     assert [p.name for p in tmp_path.iterdir()] == ["student"], "no temporary directory may be left behind"
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.config.model_type == "gpt2"
+    assert model.config.model_type == "gpt_neox"
     assert not any("lora" in name for name, _ in model.named_parameters()), "the saved student must be merged"
     summary = json.loads((out / "distill.json").read_text())
     assert summary["n_examples"] == 12 and summary["supervised_tokens"] > 0

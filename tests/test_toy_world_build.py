@@ -24,8 +24,8 @@ def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  
     for directory, expected_type, tok in [
         (world.teacher_dir, "llama", teacher_tok),
         (world.proxy_dir, "llama", teacher_tok),
-        (world.student_dir, "gpt2", student_tok),
-        (world.distilled_student_dir, "gpt2", student_tok),
+        (world.student_dir, "gpt_neox", student_tok),
+        (world.distilled_student_dir, "gpt_neox", student_tok),
     ]:
         model = AutoModelForCausalLM.from_pretrained(directory)
         assert model.config.model_type == expected_type

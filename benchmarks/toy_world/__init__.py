@@ -2,7 +2,7 @@
 
 A synthetic GSM8K-like world (plus a MATH-like family with `\\boxed{}` answers), its own tokenizers, and tiny
 Hugging Face models built and trained locally: a Llama-style teacher, a smaller proxy of the same family and
-tokenizer, and a GPT-2-style student with a tokenizer of its own. `build_toy_world("toy")` returns the cached
+tokenizer, and a GPT-NeoX-style student with a tokenizer of its own. `build_toy_world("toy")` returns the cached
 world (building it first when needed); every later stage loads its models with `AutoModelForCausalLM`.
 
 Heavy libraries are imported lazily, so importing this package stays cheap.

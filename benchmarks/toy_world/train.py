@@ -3,7 +3,7 @@
 Why a hand-written loop rather than HF `Trainer` here: the toy world is built once, single-process, under a
 minutes budget, and a bare AdamW loop over pre-tokenised examples has no per-step overhead to speak of. The
 benchmark suite's distillation (`benchmarks/distill.py`) uses `Trainer`, because that one must scale out.
-Models are ordinary `LlamaForCausalLM` / `GPT2LMHeadModel`, saved with `save_pretrained`, so every later stage
+Models are ordinary `LlamaForCausalLM` / `GPTNeoXForCausalLM` (or `GPT2LMHeadModel`), saved with `save_pretrained`, so every later stage
 loads them through `AutoModelForCausalLM` exactly like real checkpoints.
 """
 
@@ -17,12 +17,19 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Shape of a tiny model; `arch` is "llama" (teacher family) or "gpt2" (student family)."""
+    """Shape of a tiny model; `arch` is "llama" (teacher family), "gpt_neox" or "gpt2" (student families)."""
 
     arch: str
     hidden: int
@@ -77,7 +84,19 @@ def make_model(spec: ModelSpec, tokenizer, seed: int) -> torch.nn.Module:
             **common,
         )
         return GPT2LMHeadModel(config)
-    raise ValueError(f"unknown architecture {spec.arch!r}: use 'llama' or 'gpt2'")
+    if spec.arch == "gpt_neox":
+        config = GPTNeoXConfig(
+            hidden_size=spec.hidden,
+            intermediate_size=spec.intermediate or 4 * spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            max_position_embeddings=spec.max_positions,
+            rotary_pct=1.0,
+            tie_word_embeddings=True,
+            **common,
+        )
+        return GPTNeoXForCausalLM(config)
+    raise ValueError(f"unknown architecture {spec.arch!r}: use 'llama', 'gpt2' or 'gpt_neox'")
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], int]]:
@@ -119,10 +138,12 @@ def train_lm(
     seed: int,
     desc: str,
     on_step: Callable[[int, float], None] | None = None,
+    position: int | None = None,
 ) -> dict[str, float]:
     """Train with AdamW and a warmup + cosine schedule; returns final loss and timings (wall and CPU).
 
-    `on_step(step, loss)` is called after every optimiser step (e.g. to evaluate during tuning).
+    `on_step(step, loss)` is called after every optimiser step (e.g. to evaluate during tuning); `position`
+    is the progress bar's line, so models trained side by side each keep their own bar.
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -145,7 +166,7 @@ def train_lm(
     order: list[int] = []
     wall, cpu = time.perf_counter(), time.process_time()
     ema = None
-    bar = tqdm(range(spec.steps), desc=desc, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(spec.steps), desc=desc, leave=False, dynamic_ncols=True, position=position)
     for step in bar:
         if len(order) < spec.batch_size:
             fresh = list(range(len(examples)))
