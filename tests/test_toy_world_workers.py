@@ -31,14 +31,17 @@ def jobs(tmp_path):
     ]
 
 
-def test_workers_train_the_same_models_as_one_process(jobs, tmp_path) -> None:
+def test_workers_train_the_same_models_as_one_process(jobs, tmp_path, monkeypatch) -> None:
     import torch
     from safetensors.torch import load_file
 
     from benchmarks.toy_world.workers import train_models
 
+    # Two workers split the cores between them: pretend there are two, so each gets one thread on any machine,
+    # and train in this process on one thread too, so both runs do the same arithmetic in the same order.
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers each get one thread on a 2-core machine; match them
+    torch.set_num_threads(1)
     try:
         here = train_models(jobs, tmp_path / "here", workers=1)
     finally:
