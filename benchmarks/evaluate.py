@@ -128,3 +128,26 @@ def evaluate_accuracy(
         )
     accuracy = sum(r["correct"] for r in records) / len(records)
     return accuracy, records
+
+
+ANSWER_FORCING = "\n#### "
+
+
+def forced_accuracy(
+    model: Any,
+    tokenizer: Any,
+    records: list[dict],
+    prefix: str = ANSWER_FORCING,
+    max_new_tokens: int = 6,
+    batch_size: int = 64,
+    dataset: str = "gsm8k",
+) -> float:
+    """Answer-forced accuracy (as the paper reports beside raw accuracy): after each completion of
+    `evaluate_accuracy`, write `prefix` and let the model finish the answer greedily. Adds `forced_completion`
+    and `correct_af` to each record."""
+    prompts = [r["prompt"] + r["completion"] + prefix for r in records]
+    continuations = generate_completions(model, tokenizer, prompts, batch_size, max_new_tokens, "answer forcing")
+    for record, continuation in zip(records, continuations):
+        record["forced_completion"] = record["completion"] + prefix + continuation
+        record["correct_af"] = score_answer(record["forced_completion"], record["reference"], dataset)
+    return sum(r["correct_af"] for r in records) / max(1, len(records))

@@ -23,7 +23,7 @@ def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  
     question = world.test[0]["question"]
     for directory, expected_type, tok in [
         (world.teacher_dir, "llama", teacher_tok),
-        (world.proxy_dir, "llama", teacher_tok),
+        (world.proxy_dir, "gpt_neox", teacher_tok),  # the student's family, the teacher's tokenizer
         (world.student_dir, "gpt_neox", student_tok),
         (world.distilled_student_dir, "gpt_neox", student_tok),
     ]:
@@ -38,11 +38,12 @@ def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  
         out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=own.pad_token_id)
         assert out.shape[1] == ids["input_ids"].shape[1] + 3 or own.eos_token_id in out[0].tolist()
         assert torch.isfinite(model(**ids).logits).all()
-    # teacher and proxy share the tokenizer (the proxy gradient needs it); their sizes differ
+    # teacher and proxy share the tokenizer (the proxy gradient needs it); the proxy is of the student's family
     t = AutoModelForCausalLM.from_pretrained(world.teacher_dir)
     p = AutoModelForCausalLM.from_pretrained(world.proxy_dir)
+    s = AutoModelForCausalLM.from_pretrained(world.student_dir)
     assert t.config.vocab_size == p.config.vocab_size
-    assert sum(x.numel() for x in p.parameters()) < sum(x.numel() for x in t.parameters())
+    assert p.config.model_type == s.config.model_type != t.config.model_type
 
 
 def test_splits_on_disk_are_disjoint_and_complete(smoke_world) -> None:  # noqa: F811
@@ -66,7 +67,11 @@ def test_splits_on_disk_are_disjoint_and_complete(smoke_world) -> None:  # noqa:
 def test_report_and_traces(smoke_world) -> None:  # noqa: F811
     world, _ = smoke_world
     accuracy = world.report["accuracy"]
-    assert set(accuracy) == {"teacher", "proxy", "student", "student_distilled_clean"}
+    assert set(accuracy) == {"teacher", "proxy", "proxy_forced", "student", "student_forced",
+                             "student_distilled_clean"}
+    assert world.report["libraries"]["torch"] and world.report["timing"]["build_workers"] >= 1
+    holdout = [json.loads(line) for line in world.holdout_traces_path.read_text().splitlines()]
+    assert len(holdout) == get_preset("smoke").n_holdout and all("reference" in t for t in holdout)
     assert all(0.0 <= v <= 1.0 for v in accuracy.values())
     timing = world.report["timing"]["total"]
     assert timing["wall_s"] > 0 and timing["cpu_s"] > 0

@@ -193,3 +193,115 @@ def test_every_preset_fits_its_difficulty(name: str) -> None:
     assert {k: len(v) for k, v in splits.items()} == sizes
     d = preset.difficulty
     assert all(d.min_steps <= p["params"]["n_steps"] <= d.max_steps for p in splits["train"])
+
+
+# ---------------------------------------------------------------------------------------------- world v2: styles
+
+STATEMENT = re.compile(r"(\d+) ([-+*/]) (\d+) (?:=|is) (\d+)")
+PARITY = re.compile(r"Note that (\d+) is (even|odd)\.")
+ORDER = re.compile(r"Note that (\d+) is (more|less) than (\d+)\.")
+V2 = Difficulty(min_steps=1, max_steps=2, max_factor=9, max_value=99)
+
+
+def test_styled_solutions_state_only_true_arithmetic_and_true_remarks() -> None:
+    """Every equation in any phrasing ("a op b = c" and "a op b is c") holds, and every side remark is a true
+    statement about numbers that occur in the question."""
+    remarks = 0
+    for problem in islice(generate_problems(5, "gsm8k", V2), 800):
+        assert problem.answer.endswith(f"\n#### {expected_gsm8k(problem.template, problem.params)}")
+        question_numbers = {int(n) for n in re.findall(r"\d+", problem.question)}
+        for line in problem.answer.split("\n")[:-1]:
+            for a, op, b, c in STATEMENT.findall(line):
+                assert OPS[op](Fraction(a), Fraction(b)) == Fraction(c), line
+            if line.startswith("Note that"):
+                remarks += 1
+                if m := PARITY.fullmatch(line):
+                    n, parity = int(m.group(1)), m.group(2)
+                    assert n in question_numbers and (n % 2 == 0) == (parity == "even"), line
+                elif m := ORDER.fullmatch(line):
+                    n, word, k = int(m.group(1)), m.group(2), int(m.group(3))
+                    assert {n, k} <= question_numbers and (n > k) == (word == "more"), line
+                else:
+                    a, op, b, c = STATEMENT.fullmatch(line.removeprefix("Note that ").rstrip(".")).groups()
+                    assert {int(a), int(b)} <= question_numbers and int(a) + int(b) == int(c), line
+        numbers = [int(x) for x in re.findall(r"\d+", problem.answer)]
+        assert max(numbers) <= V2.max_value
+    assert remarks > 50, "side remarks should be common enough to matter"
+
+
+def test_styles_give_many_solutions_per_problem_and_plain_keeps_one() -> None:
+    """The same problem (template and numbers) written many times gets many distinct solutions, all with the
+    same final line; without styles it is always the canonical text."""
+    from benchmarks.toy_world.generator import GSM8K_TEMPLATES, _Steps
+
+    import random
+
+    for template in GSM8K_TEMPLATES:
+        solutions, plains = set(), set()
+        for i in range(60):
+            # the same numbers each time: reseed the problem part, vary only the style stream
+            question, steps, final, _ = _retry(GSM8K_TEMPLATES[template], random.Random(template), V2)
+            solutions.add(steps.solution(final, question, random.Random(i)))
+            plains.add(steps.solution(final, question, random.Random(i), style=False))
+        assert len(plains) == 1 and plains == {steps.plain(final)}
+        assert len(solutions) >= 10, template
+
+
+def _retry(template, rng, d):
+    from benchmarks.toy_world.generator import _Reject
+
+    while True:
+        try:
+            return template(rng, 2, d)
+        except _Reject:
+            continue
+
+
+def test_unstyled_stream_is_the_canonical_one() -> None:
+    for styled, plain in zip(islice(generate_problems(2, "gsm8k", V2), 50),
+                             islice(generate_problems(2, "gsm8k", V2, style=False), 50)):
+        assert plain.answer == plain.canonical
+        assert styled.answer.endswith("#### " + styled.final)
+
+
+def test_stories_come_from_the_canonical_solution() -> None:
+    from benchmarks.toy_world.generator import story
+
+    for problem in islice(generate_problems(4, "gsm8k", V2), 100):
+        told = story(problem.question, problem.canonical)
+        assert "Note that" not in told and "####" not in told and "?" not in told
+        assert not STATEMENT.search(told)
+
+
+def test_perturbed_copies_keep_labels_of_untouched_positions() -> None:
+    """Noise replaces only non-protected completion tokens, at a rate within bounds; the batch masks exactly
+    the replaced positions and keeps every other label of the original example."""
+    import random
+
+    from benchmarks.toy_world.train import _batch, perturbed_copies
+
+    rng = random.Random(0)
+    protected = set(range(10))  # e.g. the digit ids
+    examples = []
+    for k in range(200):
+        n_prompt = rng.randint(1, 5)
+        ids = [1000 + k] + [rng.randint(0, 49) for _ in range(rng.randint(n_prompt + 20, n_prompt + 60))]
+        examples.append((ids, n_prompt))  # the first (prompt) token names the example
+    noisy = perturbed_copies(examples, list(range(50, 60)), protected, 0.5, (0.05, 0.10), seed=3)
+    assert len(noisy) == 100
+    assert perturbed_copies(examples, list(range(50, 60)), protected, 0.5, (0.05, 0.10), seed=3) == noisy
+    for ids, n_prompt, positions in noisy:
+        source = examples[ids[0] - 1000][0]
+        changed = [i for i, (a, b) in enumerate(zip(ids, source)) if a != b]
+        assert set(changed) == set(positions)
+        assert all(i >= n_prompt and source[i] not in protected and i != len(ids) - 1 for i in positions)
+        eligible = sum(1 for i in range(n_prompt, len(ids) - 1) if source[i] not in protected)
+        assert 0.05 * eligible - 1 <= len(positions) <= 0.10 * eligible + 1
+        labels = _batch([(ids, n_prompt, positions)], pad_id=0)["labels"][0].tolist()
+        for i, label in enumerate(labels):
+            if i < n_prompt or i in positions:
+                assert label == -100
+            else:
+                assert label == source[i]
+    with pytest.raises(ValueError):
+        perturbed_copies(examples, [], protected, 0.5, (0.05, 0.1), seed=0)

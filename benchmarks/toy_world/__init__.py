@@ -22,6 +22,7 @@ __all__ = [
     "format_prompt",
     "get_preset",
     "load_split",
+    "world_diagnostics",
     "world_hash",
 ]
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         build_toy_world,
         default_cache_dir,
         load_split,
+        world_diagnostics,
         world_hash,
     )
     from benchmarks.toy_world.presets import PRESETS, Preset, get_preset
@@ -44,6 +46,7 @@ _WHERE = {
     "default_cache_dir": "build",
     "load_split": "build",
     "world_hash": "build",
+    "world_diagnostics": "build",
     "PRESETS": "presets",
     "Preset": "presets",
     "get_preset": "presets",

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.toy_world.presets import Preset, get_preset
-from benchmarks.toy_world.workers import TrainJob, train_models
+from benchmarks.toy_world.workers import TrainJob, build_workers, train_models
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"  # v2: styled solutions, noisy-context teacher copies, student-like proxy, diagnostics
 _HASHED_SOURCES = [
     "toy_world/generator.py",
     "toy_world/vocab.py",
@@ -33,6 +33,19 @@ _HASHED_SOURCES = [
     "distill.py",
     "evaluate.py",
 ]
+# What a world's numbers depend on besides the preset and the code: the same hash built with another torch gave
+# another world (teacher 66% with torch 2.14.1 against 78% with 2.13.0), so the libraries' versions are in the key.
+_KEYED_LIBRARIES = ("torch", "transformers", "tokenizers")
+# Samplers the build's diagnostics look at: the toy bench preset's grid (benchmarks/presets/toy.yaml).
+DIAGNOSTIC_SAMPLERS = (
+    {"sampler": "temperature", "tau": 0.8, "lam": 0.0, "eps": 0.01},
+    {"sampler": "temperature", "tau": 1.6, "lam": 0.0, "eps": 0.01},
+    {"sampler": "ads", "tau": 0.8, "lam": 0.5, "eps": 0.01},
+    {"sampler": "ads", "tau": 0.8, "lam": 1.0, "eps": 0.01},
+    {"sampler": "ads", "tau": 0.8, "lam": 2.0, "eps": 0.01},
+    {"sampler": "permutation", "tau": 0.8, "lam": 1.0, "eps": 0.01},
+    {"sampler": "permutation", "tau": 0.8, "lam": 2.0, "eps": 0.01},
+)
 FAMILIES = ("gsm8k", "math")
 SPLITS = ("train", "holdout", "test")
 
@@ -43,11 +56,19 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "antidistill") / "toy_world"
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose numerics shape a built world (part of its cache key and report)."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in _KEYED_LIBRARIES}
+
+
 def world_hash(preset: Preset) -> str:
-    """Content hash of a preset and of the generator/training/evaluation code that turns it into a world."""
+    """Content hash of a preset, of the code that turns it into a world, and of the libraries' versions."""
     h = hashlib.sha256()
     h.update(json.dumps(asdict(preset), sort_keys=True, default=str).encode())
     h.update(BUILD_VERSION.encode())
+    h.update(json.dumps(library_versions(), sort_keys=True).encode())
     package_root = Path(__file__).resolve().parents[1]
     for rel in _HASHED_SOURCES:
         h.update(rel.encode())
@@ -89,6 +110,15 @@ class ToyWorld:
     @property
     def student_tokenizer_dir(self) -> Path:
         return self.root / "tokenizer_student"
+
+    @property
+    def holdout_traces_path(self) -> Path:
+        """Greedy teacher traces of the holdout split: what the world's diagnostics compute g from."""
+        return self.root / "traces" / "teacher_greedy_holdout.jsonl"
+
+    @property
+    def diagnostics_path(self) -> Path:
+        return self.root / "diagnostics.json"
 
     @property
     def clean_traces_path(self) -> Path:
@@ -187,13 +217,13 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.distill import distill_student
-    from benchmarks.evaluate import evaluate_accuracy, generate_completions
-    from benchmarks.toy_world.generator import generic_corpus, make_splits, story
-    from benchmarks.toy_world.train import encode_pairs
+    from benchmarks.evaluate import evaluate_accuracy, forced_accuracy, generate_completions
+    from benchmarks.toy_world.generator import generic_corpus, make_splits, short_answer, story
+    from benchmarks.toy_world.train import encode_pairs, perturbed_copies
     from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
 
     clock = _Clock()
-    stages = tqdm(total=9, desc=f"toy world ({preset.name})", dynamic_ncols=True)
+    stages = tqdm(total=10, desc=f"toy world ({preset.name})", dynamic_ncols=True)
     report: dict[str, Any] = {"params": {}, "train": {}, "accuracy": {}}
 
     def step(name: str) -> None:
@@ -204,7 +234,9 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
     math_sizes = {"test": preset.n_math_test, "holdout": preset.n_math_holdout, "train": preset.n_math_train}
     reworded = ("train",) if preset.train_rewordings else ()
-    gsm = clock.run("data", lambda: make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded))
+    gsm = clock.run(
+        "data", lambda: make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded, preset.solution_styles)
+    )
     maths = make_splits(preset.seed, math_sizes, "math", preset.difficulty)
     for family, splits in (("gsm8k", gsm), ("math", maths)):
         for split, records in splits.items():
@@ -214,10 +246,12 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     # 2. tokenizers: teacher family on worked solutions (chat-formatted), student family on its generic corpus
     step("tokenizers")
     train_q = [p["question"] for p in gsm["train"]]
-    stories = [story(p["question"], p["answer"]) for p in gsm["train"]] if preset.student_stories else None
+    stories = [story(p["question"], p["canonical"]) for p in gsm["train"]] if preset.student_stories else None
     student_docs = generic_corpus(
         train_q, preset.n_student_docs, preset.seed, preset.difficulty, preset.facts_per_doc, stories
     )
+    # The undistilled student's (and proxy's) only question -> answer pairs: short answers, no working.
+    qa_problems = random.Random(f"qa-{preset.seed}").sample(gsm["train"], min(preset.n_student_qa, len(gsm["train"])))
     teacher_style, student_style = STYLES["teacher"], STYLES["student"]
 
     def chat_texts(style_name: str, records: list[dict]) -> list[str]:
@@ -237,7 +271,10 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
         "tokenizers",
         lambda: (
             train_tokenizer(
-                chat_texts("teacher", tok_sample), teacher_style, preset.teacher_vocab, out / "tokenizer_teacher"
+                chat_texts("teacher", tok_sample) + student_docs[:1000],
+                teacher_style,
+                preset.teacher_vocab,
+                out / "tokenizer_teacher",
             ),
             train_tokenizer(
                 student_docs + chat_texts("student", gsm["train"][:200]),
@@ -257,27 +294,43 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     n_facts = int(len(sft) * preset.teacher_fact_fraction)
     fact_docs = generic_corpus([], n_facts, preset.seed + 1, preset.difficulty, preset.facts_per_doc)
     facts = encode_pairs(t_tok, [("", d + t_tok.eos_token) for d in fact_docs], max_len) if fact_docs else []
+    special = set(t_tok.all_special_ids)
+    digits = {i for token, i in t_tok.get_vocab().items() if t_tok.convert_tokens_to_string([token]).strip().isdigit()}
+    noisy = perturbed_copies(
+        sft,
+        [i for i in range(len(t_tok)) if i not in special and i not in digits],
+        special | digits,
+        preset.teacher_noisy_fraction,
+        preset.noise_rate,
+        preset.seed,
+    )
 
-    # 3-5. teacher (all worked solutions), proxy (same family and tokenizer, smaller, a fraction of the problems)
-    # and student (another architecture and tokenizer, generic corpus, no worked solutions) are independent:
-    # they train side by side in worker processes, one per core.
+    def pretraining(tokenizer: Any) -> list:
+        """The undistilled student's data in `tokenizer`: generic documents plus short-answer chats."""
+        docs = encode_pairs(tokenizer, [("", d + tokenizer.eos_token) for d in student_docs], max_len)
+        qa = [(format_prompt(tokenizer, p["question"]), short_answer(p["final"]) + tokenizer.eos_token)
+              for p in qa_problems]
+        return docs + encode_pairs(tokenizer, qa, max_len)
+
+    # 3-5. teacher (worked solutions, their noisy copies, arithmetic practice), student (another architecture and
+    # tokenizer, generic corpus, no worked solutions) and proxy (the student's recipe in the teacher's tokenizer)
+    # are independent: they train side by side in worker processes, one per core.
     step("teacher, proxy, student")
-    rng = random.Random(preset.seed)
-    proxy_examples = rng.sample(sft, max(1, int(len(sft) * preset.proxy_data_fraction)))
-    proxy_examples += facts[: int(len(facts) * preset.proxy_data_fraction)]
-    student_examples = encode_pairs(s_tok, [("", d + s_tok.eos_token) for d in student_docs], max_len)
     jobs = [  # longest first, so the teacher never waits for a free worker
-        TrainJob("teacher", preset.teacher, preset.teacher_train, out / "tokenizer_teacher", sft + facts, 1),
-        TrainJob("student", preset.student, preset.student_train, out / "tokenizer_student", student_examples, 3),
-        TrainJob("proxy", preset.proxy, preset.proxy_train, out / "tokenizer_teacher", proxy_examples, 2),
+        TrainJob("teacher", preset.teacher, preset.teacher_train, out / "tokenizer_teacher", sft + noisy + facts, 1),
+        TrainJob("student", preset.student, preset.student_train, out / "tokenizer_student",
+                 pretraining(s_tok), 3),
+        TrainJob("proxy", preset.proxy, preset.proxy_train, out / "tokenizer_teacher", pretraining(t_tok), 2),
     ]
+    report["data"] = {"teacher_examples": len(sft), "teacher_noisy_copies": len(noisy), "teacher_facts": len(facts),
+                      "student_docs": len(student_docs), "student_qa": len(qa_problems)}
     for role, result in clock.run("models", lambda: train_models(jobs, out)).items():
         report["params"][role] = result["params"]
         report["train"][role] = result["train"]
     stages.update(3)
     models = {role: AutoModelForCausalLM.from_pretrained(str(out / role)).eval() for role in ("teacher", "proxy", "student")}
 
-    # 6. accuracies of the three models on the test split (greedy)
+    # 6. accuracies of the three models on the test split (greedy; the students also answer-forced)
     step("evaluate")
     eval_dir = out / "eval"
     kw = {"batch_size": preset.eval_batch_size, "max_new_tokens": preset.max_new_tokens}
@@ -286,12 +339,32 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
         for role, tok in (("teacher", t_tok), ("proxy", t_tok), ("student", s_tok)):
             acc, recs = evaluate_accuracy(models[role], tok, gsm["test"], desc=f"eval {role}", **kw)
             report["accuracy"][role] = acc
+            if role != "teacher":
+                report["accuracy"][f"{role}_forced"] = forced_accuracy(
+                    models[role], tok, recs, batch_size=preset.eval_batch_size
+                )
             _write_jsonl(eval_dir / f"{role}.jsonl", recs)
 
     clock.run("evaluate", evaluate_all)
     stages.update()
 
-    # 7. clean greedy teacher traces on train problems (the prompt is the exact text fed to the teacher)
+    # 7. greedy holdout traces: what g is computed from (the diagnostics, `world_diagnostics`, start here)
+    step("holdout traces")
+
+    def holdout_traces() -> None:
+        holdout = gsm["holdout"]
+        prompts = [format_prompt(t_tok, p["question"]) for p in holdout]
+        completions = generate_completions(
+            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens, "holdout traces"
+        )
+        traces = [{"prompt": pr, "completion": c, "reference": p["final"]}
+                  for p, pr, c in zip(holdout, prompts, completions)]
+        _write_jsonl(out / "traces" / "teacher_greedy_holdout.jsonl", traces)
+
+    clock.run("holdout_traces", holdout_traces)
+    stages.update()
+
+    # 8. clean greedy teacher traces on train problems (the prompt is the exact text fed to the teacher)
     step("traces")
     problems = gsm["train"][: preset.n_distill]
     prompts = [format_prompt(t_tok, p["question"]) for p in problems]
@@ -308,7 +381,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     _write_jsonl(out / "traces" / "teacher_greedy_train.jsonl", traces)
     stages.update()
 
-    # 8. the reference distillation: student on clean traces
+    # 9. the reference distillation: student on clean traces
     step("distill")
     clock.run(
         "distill",
@@ -330,7 +403,10 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     clock.run("evaluate_distilled", evaluate_distilled)
     stages.update()
     stages.close()
-    report["timing"] = {"stages": clock.stages, "total": clock.total(), "torch_threads": torch.get_num_threads()}
+    report["timing"] = {"stages": clock.stages, "total": clock.total(), "torch_threads": torch.get_num_threads(),
+                        "build_workers": build_workers(len(jobs)), "cpu_count": os.cpu_count()}
+    report["libraries"] = library_versions()
+    report["n_test"] = len(gsm["test"])
     report["clean_trace_accuracy"] = sum(
         _trace_correct(t["completion"], t["final"]) for t in traces
     ) / max(1, len(traces))
@@ -401,18 +477,67 @@ def build_toy_world(
     return world
 
 
+def world_diagnostics(world: ToyWorld, force: bool = False, progress: bool = True) -> dict:
+    """The world's diagnostics (benchmarks.diagnostics) on its greedy holdout traces, computed once.
+
+    Kept beside the manifest in `diagnostics.json` rather than inside the build, so that improving a
+    diagnostic never invalidates (or retrains) a built world.
+    """
+    if world.diagnostics_path.is_file() and not force:
+        return json.loads(world.diagnostics_path.read_text())
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.diagnostics import diagnose
+    from harness_plugin.io import atomic_write_text
+
+    preset = get_preset(world.preset)
+    tokenizer = AutoTokenizer.from_pretrained(str(world.teacher_tokenizer_dir))
+    teacher = AutoModelForCausalLM.from_pretrained(str(world.teacher_dir)).eval()
+    proxy = AutoModelForCausalLM.from_pretrained(str(world.proxy_dir)).eval()
+    traces = load_split(world.holdout_traces_path)
+    result = diagnose(
+        teacher, proxy, tokenizer, traces, None, [dict(s) for s in DIAGNOSTIC_SAMPLERS],
+        n_forced=preset.n_diagnostic_forced, n_sampled=preset.n_diagnostic_sampled,
+        batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, seed=preset.seed,
+        progress=progress,
+    )
+    atomic_write_text(world.diagnostics_path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sound near 0 and 1, unlike the normal one)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def accuracy_table(world: ToyWorld) -> str:
-    """The four reference accuracies as a small aligned table."""
+    """The reference accuracies on the test split, each with n and a 95% interval, and the build targets."""
     acc = world.report.get("accuracy", {})
+    n = int(world.report.get("n_test") or get_preset(world.preset).n_test)
     rows = [
         ("teacher", "teacher"),
         ("proxy", "proxy"),
+        ("proxy, answer-forced", "proxy_forced"),
         ("student (undistilled)", "student"),
+        ("student (undistilled), answer-forced", "student_forced"),
         ("student distilled on clean greedy teacher traces", "student_distilled_clean"),
     ]
     width = max(len(label) for label, _ in rows)
-    lines = [f"{'model'.ljust(width)}  accuracy (test, greedy)"]
+    lines = [f"{'model'.ljust(width)}  accuracy (test, greedy, n={n}) [95% interval]"]
     for label, key in rows:
         value = acc.get(key)
-        lines.append(f"{label.ljust(width)}  {'n/a' if value is None else f'{100 * value:5.1f}%'}")
+        if value is None:
+            continue
+        low, high = wilson_interval(value * n, n)
+        lines.append(f"{label.ljust(width)}  {100 * value:5.1f}%  [{100 * low:.1f}, {100 * high:.1f}]")
+    teacher, base, clean = acc.get("teacher"), acc.get("student"), acc.get("student_distilled_clean")
+    if teacher is not None and base is not None and clean is not None:
+        lines.append(f"target teacher >= 70%: {'pass' if teacher >= 0.70 else 'FAIL'}; "
+                     f"target distilled >= undistilled + 30 points ({100 * (clean - base):+.1f}): "
+                     f"{'pass' if clean - base >= 0.30 else 'FAIL'}")
     return "\n".join(lines)

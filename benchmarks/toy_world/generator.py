@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import gcd
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 NAMES = [
     "Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack",
@@ -55,8 +55,43 @@ class _Reject(Exception):
     """Raised by a template when its sampled numbers break the difficulty bounds; the caller resamples."""
 
 
+@dataclass(frozen=True)
+class _Calc:
+    """One arithmetic line before styling: `<before> a op b = result<after>.` in its plain form."""
+
+    before: str
+    a: int
+    op: str
+    b: int
+    result: int
+    after: str
+
+    def plain(self) -> str:
+        return f"{self.before} {self.a} {self.op} {self.b} = {self.result}{self.after}."
+
+
+# Words that may start a line and read the same in lower case after a connector ("So the cakes cost ...").
+_LOWERABLE = {"The", "He", "She", "In", "Each", "Now", "Together", "It", "They", "Altogether", "Every", "All",
+              "We", "Buying", "That", "This", "Its", "Compute", "Their"}
+_CONNECTORS = ("", "", "So ", "Then ", "Next, ", "Now ")
+_OPENINGS = ("", "", "Let's solve it step by step.", "Let's think.", "We work it out step by step.")
+_COMPUTE = ("We compute", "Compute", "We find")
+
+
+def _after_connector(text: str) -> str:
+    first, _, rest = text.partition(" ")
+    return f"{first.lower()} {rest}" if first in _LOWERABLE else text
+
+
 class _Steps:
-    """Collects solution lines of the form `<text> a op b = c <unit>.` with exact checked arithmetic."""
+    """Collects a solution's lines with exact checked arithmetic, then writes them in one of many styles.
+
+    Why styles: a worked solution that is a fixed function of its question gives a perfect teacher zero
+    entropy, so every non-greedy token is an error. Real reasoning traces have many answer-preserving
+    choices: phrasings, connectors, side remarks, the order of independent steps. `solution` samples them
+    (from the problem's own random stream, so the world stays deterministic by seed); every remark is a true
+    statement about the question's numbers that the answer does not use.
+    """
 
     OPS: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
         "+": lambda a, b: a + b,
@@ -67,7 +102,7 @@ class _Steps:
 
     def __init__(self, difficulty: Difficulty) -> None:
         self.d = difficulty
-        self.lines: list[str] = []
+        self.lines: list[_Calc | str] = []
 
     def calc(self, before: str, a: int, op: str, b: int, after: str) -> int:
         """Append one line; reject numbers out of bounds (a product needs one small factor, a divisor too)."""
@@ -77,11 +112,72 @@ class _Steps:
         if value.denominator != 1 or not 0 <= value <= self.d.max_value or max(a, b) > self.d.max_value:
             raise _Reject
         result = int(value)
-        self.lines.append(f"{before} {a} {op} {b} = {result}{after}.")
+        self.lines.append(_Calc(before, a, op, b, result, after))
         return result
 
-    def solution(self, final: int) -> str:
-        return "\n".join([*self.lines, f"#### {final}"])
+    def plain(self, final: int) -> str:
+        """The canonical solution: one fixed phrasing, no remarks (the v1 world's only form)."""
+        lines = [line.plain() if isinstance(line, _Calc) else line for line in self.lines]
+        return "\n".join([*lines, f"#### {final}"])
+
+    def solution(self, final: int, question: str, rng: random.Random, style: bool = True) -> str:
+        """The solution in a sampled style (see the class docstring); `style=False` gives `plain`."""
+        if not style:
+            return self.plain(final)
+        out: list[str] = []
+        opening = rng.choice(_OPENINGS)
+        if opening:
+            out.append(opening)
+        if rng.random() < 0.3:
+            out.append(_restate(question, rng))
+        for i, line in enumerate(self.lines):
+            text = _style_line(line, rng) if isinstance(line, _Calc) else line
+            connector = rng.choice(_CONNECTORS) if i > 0 else ""
+            out.append(connector + _after_connector(text) if connector else text)
+            if rng.random() < 0.25:
+                remark = side_remark(question, rng, self.d)
+                if remark:
+                    out.append(remark)
+        return "\n".join([*out, f"#### {final}"])
+
+
+def _style_line(line: _Calc, rng: random.Random) -> str:
+    """One phrasing of an arithmetic line; the operands always come before the result (as a student reads)."""
+    eq = f"{line.a} {line.op} {line.b} {rng.choice(('=', '=', 'is'))} {line.result}"
+    form = rng.randrange(3)
+    if form == 0:
+        return f"{line.before} {eq}{line.after}."
+    if form == 1:
+        return f"{eq}, so {_after_connector(line.before)} {line.result}{line.after}."
+    return f"{rng.choice(_COMPUTE)} {eq}. {line.before} {line.result}{line.after}."
+
+
+_QUESTION = re.compile(r"[^.?]*\?$")
+
+
+def _restate(question: str, rng: random.Random) -> str:
+    """A restatement of what is asked (a copy of the question sentence): harmless, answer-preserving text."""
+    asked = _QUESTION.search(question.strip())
+    sentence = asked.group(0).strip() if asked else question.strip()
+    return f"{rng.choice(('The question is:', 'We are asked:', 'We want to know:'))} {sentence}"
+
+
+def side_remark(question: str, rng: random.Random, d: Difficulty) -> str | None:
+    """A true, checkable fact about the question's numbers (parity, order, a sum) that the answer does not use."""
+    numbers = [int(n) for n in re.findall(r"\d+", question)]
+    if not numbers:
+        return None
+    n = rng.choice(numbers)
+    kind = rng.randrange(3)
+    others = [m for m in numbers if m != n]
+    if kind == 1 and others:
+        m = rng.choice(others)
+        return f"Note that {n} is {'more' if n > m else 'less'} than {m}."
+    if kind == 2 and others:
+        m = rng.choice(others)
+        if n + m <= d.max_value:
+            return f"Note that {n} + {m} = {n + m}."
+    return f"Note that {n} is {'even' if n % 2 == 0 else 'odd'}."
 
 
 def _small(rng: random.Random, d: Difficulty) -> int:
@@ -110,17 +206,22 @@ def _shopping(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _St
     prices = [rng.randint(2, d.max_factor) for _ in goods]
     parts = [f"{c} {g} at {p} dollars each" for c, g, p in zip(counts, goods, prices)]
     question = f"{name} buys {' and '.join(parts)}."
-    costs = [s.calc(f"The {g} cost", c, "*", p, " dollars") for c, g, p in zip(counts, goods, prices)]
+    costs = []
+    for i in rng.sample(range(n_items), n_items):  # the items' costs are independent steps: either order
+        verb = rng.choice((f"The {goods[i]} cost", f"The {goods[i]} come to", f"Buying the {goods[i]} costs"))
+        costs.append(s.calc(verb, counts[i], "*", prices[i], " dollars"))
     total = costs[0]
     if n_items == 2:
-        total = s.calc(f"In total {he.lower()} spends", costs[0], "+", costs[1], " dollars")
+        verb = rng.choice((f"In total {he.lower()} spends", f"Altogether {he.lower()} spends", f"{he} spends"))
+        total = s.calc(verb, costs[0], "+", costs[1], " dollars")
     params: dict = {"counts": counts, "prices": prices}
     if change:
         bill = rng.choice([b for b in (20, 50, 100) if total <= b <= d.max_value] or [0])
         if bill < total:
             raise _Reject
         question += f" {he} pays with {bill} dollars. How much change does {he.lower()} get?"
-        final = s.calc(f"{he} gets", bill, "-", total, " dollars back")
+        verb, unit = rng.choice(((f"{he} gets", " dollars back"), ("The change is", " dollars")))
+        final = s.calc(verb, bill, "-", total, unit)
         params["bill"] = bill
     else:
         question += f" How many dollars does {he.lower()} spend?"
@@ -136,18 +237,18 @@ def _rates(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps
     question = f"A machine makes {rate} {thing} per hour."
     if n_steps == 1:
         question += f" How many {thing} does it make in {hours} hours?"
-        final = s.calc("It makes", rate, "*", hours, f" {thing}")
+        final = s.calc(rng.choice(("It makes", "The machine makes")), rate, "*", hours, f" {thing}")
         return question, s, final, params
     days = rng.randint(2, d.max_factor)
     params["days"] = days
     question += f" It works {hours} hours a day for {days} days."
-    per_day = s.calc("Each day it makes", rate, "*", hours, f" {thing}")
-    final = s.calc("In all it makes", per_day, "*", days, f" {thing}")
+    per_day = s.calc(rng.choice(("Each day it makes", "In one day it makes")), rate, "*", hours, f" {thing}")
+    final = s.calc(rng.choice(("In all it makes", "Altogether it makes")), per_day, "*", days, f" {thing}")
     if n_steps >= 3:
         broken = rng.randint(1, max(1, final // 2))
         params["broken"] = broken
         question += f" {broken} of them break."
-        final = s.calc("The good ones are", final, "-", broken, f" {thing}")
+        final = s.calc(rng.choice(("The good ones are", "The good ones number")), final, "-", broken, f" {thing}")
     if n_steps >= 4:
         per_box = rng.randint(2, d.max_factor)
         params["per_box"] = per_box
@@ -166,17 +267,24 @@ def _ages(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps,
     age_a, older = rng.randint(2, max(3, d.max_value // 2)), _small(rng, d)
     params: dict = {"age": age_a, "older": older}
     question = f"{a} is {age_a} years old. {b} is {older} years older than {a}."
+    if n_steps >= 3 and rng.random() < 0.5:  # b's and c's ages are independent steps: either order
+        times = rng.randint(2, d.max_factor)
+        age_c = s.calc(f"{c} is", times, "*", age_a, " years old")
+    else:
+        times, age_c = 0, None
     age_b = s.calc(f"{b} is", age_a, "+", older, " years old")
     if n_steps == 1:
         return question + f" How old is {b}?", s, age_b, params
     if n_steps == 2:
         question += f" How old are {a} and {b} together?"
-        return question, s, s.calc("Together they are", age_a, "+", age_b, " years old"), params
-    times = rng.randint(2, d.max_factor)
+        verb = rng.choice(("Together they are", "Together their ages are"))
+        return question, s, s.calc(verb, age_a, "+", age_b, " years old"), params
+    if age_c is None:
+        times = rng.randint(2, d.max_factor)
+        age_c = s.calc(f"{c} is", times, "*", age_a, " years old")
     params["times"] = times
     question += f" {c} is {times} times as old as {a}."
-    age_c = s.calc(f"{c} is", times, "*", age_a, " years old")
-    final = s.calc("Together they are", age_b, "+", age_c, " years old")
+    final = s.calc(rng.choice(("Together they are", "Together their ages are")), age_b, "+", age_c, " years old")
     if n_steps == 3:
         return question + f" How old are {b} and {c} together?", s, final, params
     years = _small(rng, d)
@@ -184,7 +292,8 @@ def _ages(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps,
     question += f" How much older than {b} will {c} be in {years} years?"
     final = s.calc(f"{c} is", age_c, "-", age_b, f" years older than {b}")
     s.lines.pop(-2)  # the sum is not needed for this question
-    s.lines.append(f"The gap stays the same in {years} years.")
+    s.lines.append(rng.choice((f"The gap stays the same in {years} years.",
+                               f"In {years} years the gap is still the same.")))
     return question, s, final, params
 
 
@@ -202,16 +311,16 @@ def _sharing(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Ste
             f"{name} has {start} {sweet}. {he} eats {eaten} of them and shares the rest equally "
             f"among {friends} friends."
         )
-        left = s.calc(f"{he} has", start, "-", eaten, f" {sweet} left")
+        left = s.calc(rng.choice((f"{he} has", "That leaves")), start, "-", eaten, f" {sweet} left")
     else:
         question = f"{name} shares {start} {sweet} equally among {friends} friends."
         left = start
-    final = s.calc("Each friend gets", left, "/", friends, f" {sweet}")
+    final = s.calc(rng.choice(("Each friend gets", "Every friend gets")), left, "/", friends, f" {sweet}")
     if n_steps >= 3:
         extra = _small(rng, d)
         params["extra"] = extra
         question += f" Then each friend finds {extra} more. How many {sweet} does each friend have now?"
-        final = s.calc("Now each friend has", final, "+", extra, f" {sweet}")
+        final = s.calc(rng.choice(("Now each friend has", "Each friend now has")), final, "+", extra, f" {sweet}")
     else:
         question += f" How many {sweet} does each friend get?"
     return question, s, final, params
@@ -235,13 +344,13 @@ def _units(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Steps
         more = _small(rng, d)
         params["more"] = more
         question += f" and {more} more {small}"
-        final = s.calc("In total that is", final, "+", more, f" {small}")
+        final = s.calc(rng.choice(("In total that is", "Altogether that is")), final, "+", more, f" {small}")
     question += "."
     if n_steps >= 3:
         parts = rng.randint(2, d.max_factor)
         params["parts"] = parts
         question += f" {he} splits the {small} into {parts} equal parts. How many {small} are in each part?"
-        final = s.calc("Each part has", final, "/", parts, f" {small}")
+        final = s.calc(rng.choice(("Each part has", "Every part has")), final, "/", parts, f" {small}")
     else:
         question += f" How many {small} is that?"
     return question, s, final, params
@@ -254,17 +363,17 @@ def _savings(rng: random.Random, n_steps: int, d: Difficulty) -> tuple[str, _Ste
     per_week, weeks = rng.randint(2, d.max_factor), rng.randint(2, d.max_factor)
     params: dict = {"per_week": per_week, "weeks": weeks}
     question = f"{name} saves {per_week} dollars each week for {weeks} weeks."
-    final = s.calc(f"{he} saves", per_week, "*", weeks, " dollars")
+    final = s.calc(rng.choice((f"{he} saves", "In all the savings are")), per_week, "*", weeks, " dollars")
     if n_steps >= 2:
         gift = _small(rng, d)
         params["gift"] = gift
         question += f" {he} also gets {gift} dollars as a gift."
-        final = s.calc(f"{he} has", final, "+", gift, " dollars")
+        final = s.calc(rng.choice((f"{he} has", "Now there are")), final, "+", gift, " dollars")
     if n_steps >= 3:
         price = rng.randint(1, final)
         params["price"] = price
         question += f" Then {he.lower()} buys a game for {price} dollars. How many dollars are left?"
-        final = s.calc(f"{he} has", final, "-", price, " dollars left")
+        final = s.calc(rng.choice((f"{he} has", "That leaves")), final, "-", price, " dollars left")
     else:
         question += f" How many dollars does {he.lower()} have?"
     return question, s, final, params
@@ -363,6 +472,7 @@ class Problem:
     family: str
     template: str
     params: dict
+    canonical: str = ""  # the solution in its one plain phrasing, no remarks (what stories are told from)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -373,8 +483,13 @@ class Problem:
         return f"{self.family}:{self.template}:{numbers}"
 
 
-def generate_problems(seed: int, family: str = "gsm8k", difficulty: Difficulty | None = None) -> Iterator[Problem]:
-    """Yield an endless, deterministic stream of problems (duplicates possible; `make_splits` removes them)."""
+def generate_problems(
+    seed: int, family: str = "gsm8k", difficulty: Difficulty | None = None, style: bool = True
+) -> Iterator[Problem]:
+    """Yield an endless, deterministic stream of problems (duplicates possible; `make_splits` removes them).
+
+    `style=False` writes every GSM8K-like solution in its one plain phrasing (the v1 world).
+    """
     difficulty = difficulty or Difficulty()
     rng = random.Random(f"{family}-{seed}")
     if family == "gsm8k":
@@ -392,13 +507,14 @@ def generate_problems(seed: int, family: str = "gsm8k", difficulty: Difficulty |
             else:
                 raise ValueError(f"template {template!r} cannot fit {difficulty}: raise max_value")
             params["n_steps"] = len(steps.lines)
-            yield Problem(question, steps.solution(final), str(final), family, template, params)
+            answer = steps.solution(final, question, rng, style)
+            yield Problem(question, answer, str(final), family, template, params, steps.plain(final))
     elif family == "math":
         names = sorted(MATH_TEMPLATES)
         while True:
             template = rng.choice(names)
             question, answer, final, params = MATH_TEMPLATES[template](rng, difficulty)
-            yield Problem(question, answer, final, family, template, params)
+            yield Problem(question, answer, final, family, template, params, answer)
     else:
         raise ValueError(f"unknown problem family {family!r}: use 'gsm8k' or 'math'")
 
@@ -409,6 +525,7 @@ def make_splits(
     family: str = "gsm8k",
     difficulty: Difficulty | None = None,
     reworded: Collection[str] = (),
+    style: bool = True,
 ) -> dict[str, list[dict]]:
     """Draw unique problems and deal them into splits in the order given (e.g. test, holdout, train).
 
@@ -421,7 +538,7 @@ def make_splits(
     """
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {name: [] for name in sizes}
-    stream = generate_problems(seed, family, difficulty)
+    stream = generate_problems(seed, family, difficulty, style)
     misses = 0
     for name, size in sizes.items():
         own_keys: set[str] = set()
@@ -531,6 +648,11 @@ def story(question: str, answer: str) -> str:
     setting = _LAST_QUESTION.sub("", question).strip()
     results = [_EQUATION.sub(r"\1", line) for line in answer.splitlines() if not line.startswith("####")]
     return " ".join([setting, *results])
+
+
+def short_answer(final: str) -> str:
+    """The undistilled student's answer format: the number alone, no working (it has read a few of these)."""
+    return f"The answer is {final}."
 
 
 def generic_corpus(

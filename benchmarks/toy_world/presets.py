@@ -1,8 +1,12 @@
 """Build presets of the toy world: how much data, how big the models, how long they train.
 
-`toy` is the offline default of the benchmark suite (a few minutes on a 2-core laptop CPU; accuracy targets:
+`toy` is the offline default of the benchmark suite (about 10 minutes on a 2-core laptop CPU; accuracy targets:
 teacher >= 70%, student gains >= 30 points from clean teacher traces). `smoke` builds the same pipeline in well
 under a minute for CI and end-to-end tests; its models are loadable but not accurate.
+
+World v2 has the paper's preconditions for poisoning (issue 12): solutions with harmless choices (phrasings,
+connectors, side remarks, step order), a teacher that also learns to continue after noise in its own context,
+and a proxy trained like the undistilled student (the student's corpus, never a worked solution).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Preset:
     # Let the train split hold other wordings (names, items) of its problems: many distinct questions are what
     # make the tiny teacher read the question instead of memorising it (see generator.make_splits).
     train_rewordings: bool = False
+    # Solutions in sampled styles (generator._Steps.solution); False gives the v1 world's one fixed phrasing.
+    solution_styles: bool = True
     # MATH-like family (\boxed answers): data for the sympy checker, not used to train the models.
     n_math_test: int = 100
     n_math_holdout: int = 100
@@ -36,7 +42,9 @@ class Preset:
     teacher_vocab: int = 512
     student_vocab: int = 448
     teacher: ModelSpec = ModelSpec("llama", hidden=128, layers=4, heads=4)
-    proxy: ModelSpec = ModelSpec("llama", hidden=96, layers=2, heads=4)
+    # The proxy shares the teacher's tokenizer but is built and trained like the undistilled student: the
+    # student's family and its corpus (rendered in the teacher's chat format), never a worked solution.
+    proxy: ModelSpec = ModelSpec("gpt_neox", hidden=128, layers=4, heads=4)
     # The student is another family (GPT-NeoX: rotary, parallel residual) with another tokenizer, as in the paper.
     # Measured: GPT-2 (learned positions) pretrained the same way reached 6% after distillation, GPT-NeoX 22-33%.
     student: ModelSpec = ModelSpec("gpt_neox", hidden=128, layers=4, heads=4)
@@ -44,16 +52,26 @@ class Preset:
     # Arithmetic-practice documents (the student's fact chains) mixed into the teacher's and proxy's data,
     # as a fraction of the number of worked solutions: dense arithmetic signal, cheaper than more solutions.
     teacher_fact_fraction: float = 0.0
+    # Copies of this fraction of the teacher's solutions with a share (drawn in `noise_rate`) of their non-digit
+    # completion tokens replaced by random tokens, the loss masked there: the teacher recovers from odd context.
+    teacher_noisy_fraction: float = 0.5
+    noise_rate: tuple[float, float] = (0.05, 0.10)
     proxy_train: TrainSpec = TrainSpec(steps=120)
-    proxy_data_fraction: float = 0.25  # the proxy is trained on less: a quarter of the teacher's problems
     student_train: TrainSpec = TrainSpec(steps=200)
     n_student_docs: int = 8_000  # generic corpus: problem statements and arithmetic facts, no solutions
     facts_per_doc: int = 8
     student_stories: bool = True  # the student also reads problems told as stories (generator.story)
+    # Question -> short answer pairs ("The answer is 42.") in the student's chat format, no working: the
+    # undistilled student has some skill (the paper's has 31%), so "falls below undistilled" is reachable.
+    n_student_qa: int = 600
     n_distill: int = 1_000  # clean greedy teacher traces for the reference distillation
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval_batch_size: int = 100
     max_new_tokens: int = 96
+    # The build's diagnostics (benchmarks.diagnostics): greedy holdout traces, g, and these many traces
+    # teacher-forced / sampled per sampler.
+    n_diagnostic_forced: int = 64
+    n_diagnostic_sampled: int = 100
 
 
 PRESETS: dict[str, Preset] = {
@@ -65,11 +83,13 @@ PRESETS: dict[str, Preset] = {
         # 12,000 distinct questions it learns to read them (78-84% after 3,500-4,000 steps of 8, about 400 s). Batches of
         # 8 beat batches of 16 or 32 for the same time, and a 512-token vocabulary beat 1,024.
         difficulty=Difficulty(min_steps=1, max_steps=2, max_factor=9, max_value=99),
+        n_test=1_000,
+        n_holdout=1_000,
         n_train=12_000,
         train_rewordings=True,
         teacher_train=TrainSpec(steps=4_000, lr=2e-3, batch_size=8),
         teacher_fact_fraction=0.3,
-        proxy_train=TrainSpec(steps=1_200, lr=2e-3, batch_size=8),
+        proxy_train=TrainSpec(steps=1_500, lr=2e-3, batch_size=8),
         student_train=TrainSpec(steps=3_000, lr=2e-3, batch_size=8),
         n_student_docs=12_000,
         # Full fine-tuning, 8 epochs over 1,000 traces: measured 51.5% (4 epochs: 22.5%; 4 at lr 3e-3: 26.5%).
@@ -87,16 +107,19 @@ PRESETS: dict[str, Preset] = {
         teacher_vocab=320,
         student_vocab=300,
         teacher=ModelSpec("llama", hidden=32, layers=1, heads=2),
-        proxy=ModelSpec("llama", hidden=16, layers=1, heads=2),
+        proxy=ModelSpec("gpt_neox", hidden=16, layers=1, heads=2),
         student=ModelSpec("gpt_neox", hidden=32, layers=1, heads=2),
         teacher_train=TrainSpec(steps=12, batch_size=8, warmup=2),
         proxy_train=TrainSpec(steps=6, batch_size=8, warmup=2),
         student_train=TrainSpec(steps=8, batch_size=8, warmup=2),
         n_student_docs=200,
+        n_student_qa=20,
         n_distill=16,
         distill=DistillConfig(epochs=1, batch_size=8, lora_r=4, lora_alpha=8),
         eval_batch_size=32,
         max_new_tokens=24,
+        n_diagnostic_forced=4,
+        n_diagnostic_sampled=4,
     ),
 }
 

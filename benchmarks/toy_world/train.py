@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,21 +118,64 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> l
     return out
 
 
-def _batch(examples: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
+# A training example: token ids, the number of prompt tokens (not supervised), and optionally the positions
+# whose label is masked (tokens replaced by noise: context to read past, never a target to learn).
+Example = tuple[list[int], int] | tuple[list[int], int, tuple[int, ...]]
+
+
+def perturbed_copies(
+    examples: Sequence[Example],
+    replaceable: Sequence[int],
+    protected: Collection[int],
+    fraction: float,
+    rate: tuple[float, float],
+    seed: int,
+) -> list[Example]:
+    """Copies of a `fraction` of `examples` where a `rate` share of the completion's non-digit tokens is noise.
+
+    Why: the paper's teacher recovers from odd tokens in its own context, which is what lets antidistillation
+    spend its tilt on harmless-looking oddities. Each copy replaces a share (drawn uniformly in `rate`) of the
+    completion tokens not in `protected` (digits, special tokens; the last token, EOS, is always kept) by tokens
+    drawn uniformly from `replaceable`, and masks the loss at the replaced positions: the teacher learns to
+    continue correctly after noise, never to write noise.
+    """
+    if not 0 <= fraction <= 1 or not 0 <= rate[0] <= rate[1] <= 1:
+        raise ValueError(f"need 0 <= fraction <= 1 and 0 <= rate[0] <= rate[1] <= 1, got {fraction}, {rate}")
+    if not replaceable:
+        raise ValueError("no replacement tokens given")
+    rng = random.Random(f"perturb-{seed}")
+    chosen = rng.sample(range(len(examples)), int(round(len(examples) * fraction)))
+    out: list[Example] = []
+    for index in sorted(chosen):
+        ids, n_prompt = list(examples[index][0]), examples[index][1]
+        candidates = [i for i in range(n_prompt, len(ids) - 1) if ids[i] not in protected]
+        k = min(len(candidates), max(1, round(len(candidates) * rng.uniform(*rate)))) if candidates else 0
+        positions = tuple(sorted(rng.sample(candidates, k)))
+        for i in positions:
+            ids[i] = rng.choice(replaceable)
+        out.append((ids, n_prompt, positions))
+    return out
+
+
+def _batch(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ex[0]) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, n_prompt) in enumerate(examples):
+    for row, example in enumerate(examples):
+        ids, n_prompt = example[0], example[1]
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        if len(example) > 2:
+            for i in example[2]:  # type: ignore[misc]
+                labels[row, i] = -100
         mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 def train_lm(
     model: torch.nn.Module,
-    examples: Sequence[tuple[list[int], int]],
+    examples: Sequence[Example],
     spec: TrainSpec,
     pad_id: int,
     seed: int,

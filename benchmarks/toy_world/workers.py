@@ -27,7 +27,7 @@ class TrainJob:
     spec: ModelSpec
     train: TrainSpec
     tokenizer_dir: Path
-    examples: list[tuple[list[int], int]]
+    examples: list  # train.Example tuples
     seed: int
 
 
