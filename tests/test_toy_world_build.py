@@ -121,3 +121,11 @@ def test_cli_prints_the_accuracy_table(smoke_world, capsys) -> None:  # noqa: F8
     assert "reused from cache" in out
     for label in ("teacher", "proxy", "student (undistilled)", "clean greedy teacher traces"):
         assert label in out
+    world, _ = smoke_world
+    assert f"diagnostics: {world.diagnostics_path}" in out
+    saved = json.loads(world.diagnostics_path.read_text())
+    assert saved["n_traces"] == get_preset("smoke").n_holdout and "split_half_cosine" in saved
+    # the second call reads the saved file instead of recomputing
+    stamp = world.diagnostics_path.stat().st_mtime_ns
+    assert main(["bench", "toy-world", "--preset", "smoke", "--cache-dir", str(cache), "--no-progress"]) == 0
+    assert world.diagnostics_path.stat().st_mtime_ns == stamp

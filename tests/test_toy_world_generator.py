@@ -232,9 +232,9 @@ def test_styled_solutions_state_only_true_arithmetic_and_true_remarks() -> None:
 def test_styles_give_many_solutions_per_problem_and_plain_keeps_one() -> None:
     """The same problem (template and numbers) written many times gets many distinct solutions, all with the
     same final line; without styles it is always the canonical text."""
-    from benchmarks.toy_world.generator import GSM8K_TEMPLATES, _Steps
-
     import random
+
+    from benchmarks.toy_world.generator import GSM8K_TEMPLATES
 
     for template in GSM8K_TEMPLATES:
         solutions, plains = set(), set()

@@ -1,0 +1,110 @@
+"""Train the toy world's teacher alone under one data recipe and report its greedy test accuracy.
+
+Why: a full build trains three models and distils a student (20+ minutes on 2 cores); asking "which part of the
+recipe costs the teacher its accuracy" needs only the teacher. Each probe uses the preset's splits, tokenizer
+recipe, model shape and schedule, changing only what its flags say, so two probes differ in one thing.
+
+    python -m benchmarks.toy_world.teacher_probe --preset toy --no-styles --noisy-fraction 0.5 --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+VARIANTS = {
+    "all": "every style element (the preset's solutions)",
+    "no-extras": "no side remarks and no opening line (phrasings, connectors, restatements stay)",
+    "plain-lines": "every arithmetic line in the plain form with '=' (connectors, openings, remarks stay)",
+}
+
+
+def _apply_variant(variant: str) -> None:
+    """Switch off one group of style elements for this process (the probe runs in its own process)."""
+    from benchmarks.toy_world import generator
+
+    if variant == "no-extras":
+        generator.side_remark = lambda *args, **kwargs: None  # type: ignore[assignment]
+        generator._OPENINGS = ("",)  # type: ignore[assignment]
+    elif variant == "plain-lines":
+        generator._style_line = lambda line, rng: line.plain()  # type: ignore[assignment]
+    elif variant != "all":
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+
+
+def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokenizer: bool, steps: int | None,
+          n_test: int, threads: int = 1, variant: str = "all") -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from benchmarks.evaluate import evaluate_accuracy
+    from benchmarks.toy_world.generator import generic_corpus, make_splits, story
+    from benchmarks.toy_world.presets import get_preset
+    from benchmarks.toy_world.train import encode_pairs, make_model, perturbed_copies, train_lm
+    from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
+
+    torch.set_num_threads(threads)
+    _apply_variant(variant)
+    preset = get_preset(preset_name)
+    spec = replace(preset.teacher_train, steps=steps) if steps else preset.teacher_train
+    sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
+    gsm = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, ("train",) if preset.train_rewordings else (),
+                      styles)
+    style = STYLES["teacher"]
+    texts = [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in gsm["train"][:4000]]
+    if docs_in_tokenizer:
+        stories = [story(p["question"], p["canonical"]) for p in gsm["train"]]
+        texts += generic_corpus([p["question"] for p in gsm["train"]], preset.n_student_docs, preset.seed,
+                                preset.difficulty, preset.facts_per_doc, stories)[:1000]
+    with tempfile.TemporaryDirectory() as tmp:
+        train_tokenizer(texts, style, preset.teacher_vocab, Path(tmp) / "tok")
+        tok = AutoTokenizer.from_pretrained(str(Path(tmp) / "tok"))
+    max_len = preset.teacher.max_positions
+    sft = encode_pairs(tok, [(format_prompt(tok, p["question"]), p["answer"] + tok.eos_token) for p in gsm["train"]],
+                       max_len)
+    fact_docs = generic_corpus([], int(len(sft) * preset.teacher_fact_fraction), preset.seed + 1, preset.difficulty,
+                               preset.facts_per_doc)
+    facts = encode_pairs(tok, [("", d + tok.eos_token) for d in fact_docs], max_len) if fact_docs else []
+    special = set(tok.all_special_ids)
+    digits = {i for t, i in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip().isdigit()}
+    noisy = perturbed_copies(sft, [i for i in range(len(tok)) if i not in special | digits], special | digits,
+                             noisy_fraction, preset.noise_rate, preset.seed) if noisy_fraction else []
+    model = make_model(preset.teacher, tok, 1)
+    random.seed(0)
+    started = time.perf_counter()
+    stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, 1, "teacher probe")
+    acc, _ = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100, max_new_tokens=preset.max_new_tokens)
+    return {"preset": preset_name, "styles": styles, "variant": variant, "noisy_fraction": noisy_fraction,
+            "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
+            "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="toy")
+    parser.add_argument("--no-styles", dest="styles", action="store_false", help="the v1 world's plain solutions")
+    parser.add_argument("--noisy-fraction", type=float, default=0.0, help="noisy-context copies (default 0)")
+    parser.add_argument("--docs-in-tokenizer", action="store_true", help="train the tokenizer on generic docs too")
+    parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: the preset's)")
+    parser.add_argument("--variant", default="all", choices=sorted(VARIANTS),
+                        help="; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists():
+        parser.error(f"{out} exists: choose another --out")
+    result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
+                   variant=args.variant)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
