@@ -65,12 +65,16 @@ def test_fp32_error_is_u_shaped_and_small_at_the_chosen_eps(proxy_setup) -> None
 
 
 def test_batched_positions_match_one_at_a_time(proxy_setup) -> None:
+    # At ε = 0.1 the measured error is the finite difference's own (truncation, about 0.1): batching must not change
+    # it. At ε = 1e-3 it is fp32 roundoff (about 3e-5), which the batched and the single-row kernels round
+    # differently (measured 2.70e-5 against 2.96e-5 on this project's VM), so it cannot tell a bug from rounding.
     tokenizer, proxy, gradient, _, prefixes = proxy_setup
-    kwargs = {"eps_values": [1e-3], "dtypes": ["float32"], "vocab_size": len(tokenizer), "progress": False}
+    kwargs = {"eps_values": [1e-1], "dtypes": ["float32"], "vocab_size": len(tokenizer), "progress": False}
     batched = measure_fd_error(proxy, gradient, prefixes[:4], batch_size=16, **kwargs)
     single = measure_fd_error(proxy, gradient, prefixes[:4], batch_size=1, **kwargs)
     for a, b in zip(batched, single):
-        assert a.mean == pytest.approx(b.mean, rel=0.05, abs=1e-6)
+        assert a.mean > 1e-3  # in the truncation regime, where the comparison means something
+        assert a.mean == pytest.approx(b.mean, rel=1e-3)
 
 
 def test_extreme_eps_and_low_precision_are_recorded_not_fatal(proxy_setup, tmp_path: Path) -> None:
