@@ -5,6 +5,9 @@ recipe costs the teacher its accuracy" needs only the teacher. Each probe uses t
 recipe, model shape and schedule, changing only what its flags say, so two probes differ in one thing.
 
     python -m benchmarks.toy_world.teacher_probe --preset toy --no-styles --noisy-fraction 0.5 --out probe.json
+
+`--variant` switches style elements off by replacing generator functions for the whole process, so run each
+probe as its own process (as the command line does), never inside another program.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def _apply_variant(variant: str) -> None:
 
 
 def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokenizer: bool, steps: int | None,
-          n_test: int, threads: int = 1, variant: str = "all") -> dict:
+          n_test: int, threads: int = 1, variant: str = "all", hidden: int | None = None,
+          fact_fraction: float | None = None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -51,6 +55,10 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     torch.set_num_threads(threads)
     _apply_variant(variant)
     preset = get_preset(preset_name)
+    if hidden:
+        preset = replace(preset, teacher=replace(preset.teacher, hidden=hidden))
+    if fact_fraction is not None:
+        preset = replace(preset, teacher_fact_fraction=fact_fraction)
     spec = replace(preset.teacher_train, steps=steps) if steps else preset.teacher_train
     sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
     gsm = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, ("train",) if preset.train_rewordings else (),
@@ -79,7 +87,8 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     started = time.perf_counter()
     stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, 1, "teacher probe")
     acc, _ = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100, max_new_tokens=preset.max_new_tokens)
-    return {"preset": preset_name, "styles": styles, "variant": variant, "noisy_fraction": noisy_fraction,
+    return {"preset": preset_name, "styles": styles, "variant": variant, "hidden": preset.teacher.hidden,
+            "fact_fraction": preset.teacher_fact_fraction, "noisy_fraction": noisy_fraction,
             "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
             "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads}
 
@@ -93,6 +102,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: the preset's)")
     parser.add_argument("--variant", default="all", choices=sorted(VARIANTS),
                         help="; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
+    parser.add_argument("--hidden", type=int, default=None, help="teacher width (default: the preset's)")
+    parser.add_argument("--fact-fraction", type=float, default=None,
+                        help="arithmetic-practice documents per worked solution (default: the preset's)")
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
@@ -100,7 +112,7 @@ def main() -> None:
     if out.exists():
         parser.error(f"{out} exists: choose another --out")
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
-                   variant=args.variant)
+                   variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}")
