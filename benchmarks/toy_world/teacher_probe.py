@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 from dataclasses import replace
@@ -83,7 +82,6 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     noisy = perturbed_copies(sft, [i for i in range(len(tok)) if i not in special | digits], special | digits,
                              noisy_fraction, preset.noise_rate, preset.seed) if noisy_fraction else []
     model = make_model(preset.teacher, tok, 1)
-    random.seed(0)
     started = time.perf_counter()
     stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, 1, "teacher probe")
     acc, _ = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100, max_new_tokens=preset.max_new_tokens)
