@@ -85,9 +85,16 @@ class GridPoint:
     tau: float
     lam: float = 0.0
     eps: float = 0.01
+    # A calibrated point: the teacher accuracy its knob (τ or λ) is searched for. Until the calibration stage
+    # has run, that knob is NaN; `Pipeline.resolve` gives the point with its calibrated value.
+    target: float | None = None
 
     @property
     def name(self) -> str:
+        if self.target is not None:  # named by its target, so its folder exists before its knob is known
+            if self.sampler == "temperature":
+                return f"temperature-target{self.target:g}"
+            return f"{self.sampler}-tau{self.tau:g}-eps{self.eps:g}-target{self.target:g}"
         if self.sampler == "temperature":
             return "clean-greedy" if self.tau == 0 else f"temperature-tau{self.tau:g}"
         return f"{self.sampler}-tau{self.tau:g}-lam{self.lam:g}-eps{self.eps:g}"
@@ -169,10 +176,44 @@ class BenchConfig:
             eps = _number(section["eps"], f"grid.{sampler}.eps", strict=True)
             for lam in _as_list(section["lam"]):
                 points.append(GridPoint(sampler, tau, _number(lam, f"grid.{sampler}.lam"), eps))
+        points += self._calibrated_points()
         names = [p.name for p in points]
         if len(set(names)) != len(names):
             raise ConfigError(f"the grid repeats a point: {sorted(n for n in names if names.count(n) > 1)}")
         return points
+
+    def _calibrated_points(self) -> list[GridPoint]:
+        """Placeholders (knob NaN) for every sampler in `grid.calibrate` at every target."""
+        grid = self.data["grid"]
+        samplers = _as_list(grid["calibrate"] or [])
+        unknown = [s for s in samplers if s not in SAMPLER_SECTIONS]
+        if unknown:
+            raise ConfigError(f"grid.calibrate: unknown sampler(s) {unknown}: choose from {', '.join(SAMPLER_SECTIONS)}")
+        if not samplers:
+            return []
+        targets = [_number(t, "grid.targets", strict=True) for t in _as_list(grid["targets"] or [])]
+        if not targets or any(t > 1 for t in targets):
+            raise ConfigError(f"grid.targets must be teacher accuracies in (0, 1] (fractions of the greedy "
+                              f"teacher's when grid.targets_relative), got {grid['targets']!r}")
+        calibration = grid["calibration"]
+        for key in ("n_problems", "probes_per_target"):
+            if not isinstance(calibration[key], int) or calibration[key] < 1:
+                raise ConfigError(f"grid.calibration.{key} must be a positive integer, got {calibration[key]!r}")
+        points = []
+        for sampler in dict.fromkeys(samplers):
+            section = grid[sampler]
+            for target in targets:
+                if sampler == "temperature":
+                    points.append(GridPoint(sampler, math.nan, 0.0, 0.01, target=target))
+                else:
+                    points.append(GridPoint(sampler, _number(section["tau"], f"grid.{sampler}.tau", strict=True),
+                                            math.nan, _number(section["eps"], f"grid.{sampler}.eps", strict=True),
+                                            target=target))
+        return points
+
+    @property
+    def calibrated(self) -> bool:
+        return any(p.target is not None for p in self.grid)
 
     def _validate(self) -> None:
         data = self.data

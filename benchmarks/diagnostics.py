@@ -603,9 +603,23 @@ def _run_models(config: Any) -> dict[str, Any]:
     return models
 
 
-def run_samplers(config: Any) -> list[dict[str, Any]]:
-    """The run's grid points as sampler dicts."""
-    return [{"sampler": p.short_sampler, "tau": p.tau, "lam": p.lam, "eps": p.eps} for p in config.grid]
+def run_samplers(config: Any, run_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The run's grid points as sampler dicts; calibrated points with their knobs from the run's calibration.json
+    (left out while the run has not calibrated them yet)."""
+    import json
+    from dataclasses import replace
+
+    path = Path(run_dir) / "calibration.json" if run_dir is not None else None
+    calibrated = json.loads(path.read_text())["points"] if path is not None and path.is_file() else {}
+    points = []
+    for point in config.grid:
+        if point.target is not None:
+            entry = calibrated.get(point.name)
+            if entry is None:
+                continue
+            point = replace(point, tau=float(entry["tau"]), lam=float(entry["lam"]))
+        points.append({"sampler": point.short_sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps})
+    return points
 
 
 def diagnose_run(run_dir: Path, samplers: list[dict] | None = None, **kw: Any) -> dict:
@@ -653,7 +667,7 @@ def diagnose_run(run_dir: Path, samplers: list[dict] | None = None, **kw: Any) -
                                 "dataset": config.answer_dataset}
     settings.update(kw)
     result = diagnose(teacher, proxy, tokenizer, traces, gradient,
-                      samplers if samplers is not None else run_samplers(config), **settings)
+                      samplers if samplers is not None else run_samplers(config, run_dir), **settings)
     result["run_dir"] = str(run_dir.resolve())
     atomic_write_text(run_dir / DIAGNOSTICS_FILE, json.dumps(result, indent=2) + "\n")
     return result

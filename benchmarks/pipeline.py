@@ -57,18 +57,46 @@ class Pipeline:
         stages = [
             Stage("holdout", "holdout traces (teacher, greedy)", out / "holdout_traces.jsonl", self.holdout_traces),
             Stage("gradient", "proxy gradient", out / "gradient", self.gradient),
-            Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json", self.baseline),
         ]
+        if self.config.calibrated:
+            stages.append(Stage("calibration", "calibrate the grid to target teacher accuracies",
+                                out / "calibration.json", self.calibrate))
+        stages.append(Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json",
+                            self.baseline))
         for point in self.config.grid:
             folder = self.point_dir(point)
+            # Each action resolves its point when it runs: a calibrated point's knob is known only then.
             stages += [
-                Stage("traces", "train traces", folder / "train_traces.jsonl", lambda p=point: self.train_traces(p), point),
-                Stage("teacher", "teacher accuracy", folder / "teacher_eval.json", lambda p=point: self.teacher_eval(p), point),
+                Stage("traces", "train traces", folder / "train_traces.jsonl",
+                      lambda p=point: self.train_traces(self.resolve(p)), point),
+                Stage("teacher", "teacher accuracy", folder / "teacher_eval.json",
+                      lambda p=point: self.teacher_eval(self.resolve(p)), point),
                 Stage("student", "distil student", folder / "student", lambda p=point: self.distil(p), point),
-                Stage("student-eval", "student accuracy", folder / "student_eval.json", lambda p=point: self.student_eval(p), point),
-                Stage("track", "MLflow run + model version", folder / "tracked.json", lambda p=point: self.track(p), point),
+                Stage("student-eval", "student accuracy", folder / "student_eval.json",
+                      lambda p=point: self.student_eval(p), point),
+                Stage("track", "MLflow run + model version", folder / "tracked.json",
+                      lambda p=point: self.track(self.resolve(p)), point),
             ]
         return stages
+
+    def resolve(self, point: GridPoint) -> GridPoint:
+        """The point with its calibrated knob (from calibration.json); an explicit point as it is."""
+        if point.target is None:
+            return point
+        from dataclasses import replace
+
+        path = self.output / "calibration.json"
+        if not path.is_file():
+            raise RuntimeError(f"{point.name} is calibrated but {path} does not exist: the calibration stage "
+                               "must run first")
+        entry = json.loads(path.read_text())["points"][point.name]
+        return replace(point, tau=float(entry["tau"]), lam=float(entry["lam"]))
+
+    def calibration_entry(self, point: GridPoint) -> dict[str, Any] | None:
+        path = self.output / "calibration.json"
+        if point.target is None or not path.is_file():
+            return None
+        return json.loads(path.read_text())["points"].get(point.name)
 
     def describe_plan(self) -> str:
         lines = [f"output: {self.output}", f"preset: {self.config.preset}   dataset: {self.config['dataset']}",
@@ -267,6 +295,91 @@ class Pipeline:
     def baseline(self) -> None:
         self._student_eval(Path(self.world()["models"]["student"]), self.output / "baseline" / "student_eval.json")
 
+    def calibrate(self) -> None:
+        """Per calibrated sampler, bisect its knob to each target accuracy on the first holdout problems.
+
+        Every probe is written to calibration_probes.json as it finishes, so a killed calibration resumes
+        without repeating probes. One generation seed for all probes: differences between probes are then the
+        knob's effect, not a new draw of sampling noise.
+        """
+        from dataclasses import replace
+
+        from .calibration import BOUNDS, KNOBS, calibrate, probe_dicts, probes_from_dicts
+        from .scoring import score_records
+
+        grid = self.config["grid"]
+        settings = grid["calibration"]
+        teacher, tokenizer = self._model("teacher")
+        problems = self.world()["splits"]["holdout"][: settings["n_problems"]]
+        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        probes_path = self.output / "calibration_probes.json"
+        saved = json.loads(probes_path.read_text()) if probes_path.is_file() else {}
+
+        def accuracy(point: GridPoint | None) -> tuple[float, int]:
+            traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(point, True))
+            records = [{"reference": p["reference"], **t} for p, t in zip(problems, traces)]
+            return score_records(records, self.config.answer_dataset)["accuracy"], len(records)
+
+        if "greedy" not in saved:
+            greedy, n = accuracy(None)
+            saved["greedy"] = {"accuracy": greedy, "n": n}
+            self._write_main(probes_path, saved)
+        greedy = saved["greedy"]["accuracy"]
+        relative = bool(grid["targets_relative"])
+        print(f"    greedy teacher on {len(problems)} calibration problems: {greedy:.3f}", flush=True)
+        spread = self._delta_spread()
+        grad_norm = json.loads((self.output / "gradient" / "gradient.json").read_text())["norm"]
+        points: dict[str, Any] = {}
+        for sampler in dict.fromkeys(p.sampler for p in self.config.grid if p.target is not None):
+            placeholders = [p for p in self.config.grid if p.sampler == sampler and p.target is not None]
+            knob = KNOBS[sampler]
+            absolute = {p.target: (p.target * greedy if relative else p.target) for p in placeholders}
+
+            def measure(value: float, template: GridPoint = placeholders[0], knob: str = knob) -> tuple[float, int]:
+                return accuracy(replace(template, **{knob: value}, target=None))
+
+            def log(probe: Any, sampler: str = sampler, knob: str = knob) -> None:
+                saved.setdefault(sampler, []).append(probe_dicts([probe])[0])
+                self._write_main(probes_path, saved)
+                print(f"    {sampler} {knob} = {probe.knob:.4g}: accuracy {probe.accuracy:.3f} "
+                      f"(n = {probe.n}; target {probe.target:.3f})", flush=True)
+
+            chosen, _ = calibrate(measure, sorted(set(absolute.values())), BOUNDS[knob], settings["probes_per_target"],
+                                  log=log, probes=probes_from_dicts(saved.get(sampler, [])))
+            for point in placeholders:
+                probe = chosen[absolute[point.target]]
+                value = {"tau": point.tau, "lam": point.lam, knob: probe.knob}
+                points[point.name] = {
+                    "sampler": sampler, "tau": value["tau"], "lam": value["lam"], "eps": point.eps,
+                    "target": point.target, "target_accuracy": absolute[point.target],
+                    "calibration_accuracy": probe.accuracy, "n": probe.n,
+                    "lam_times_grad_norm": value["lam"] * grad_norm,
+                    "tilt_nats": value["lam"] * spread if spread is not None else None,
+                }
+        self._write_main(self.output / "calibration.json", {
+            "n_problems": len(problems), "greedy_accuracy": greedy, "targets_relative": relative,
+            "delta_top20_std_median": spread, "grad_norm": grad_norm, "points": points, "probes": saved})
+
+    def _delta_spread(self) -> float | None:
+        """Median std of Δ over the teacher's top 20 tokens on 32 holdout traces: λ times it is the tilt in nats."""
+        if not any(p.target is not None and p.sampler != "temperature" for p in self.config.grid):
+            return None
+        from harness_plugin import ProxyGradient
+
+        from .diagnostics import teacher_forced_diagnostics
+
+        teacher, tokenizer = self._model("teacher")
+        proxy, _ = self._model("proxy")
+        traces = read_jsonl(self.output / "holdout_traces.jsonl")[:32]
+        gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
+        result = teacher_forced_diagnostics(teacher, proxy, tokenizer, traces, gradient, [],
+                                            batch_size=self.config["gradient"]["batch_size"], progress=False)
+        return result["delta_top20_std_median"]
+
+    def _write_main(self, path: Path, data: Any) -> None:
+        if self.state.is_main_process:
+            _write_json(path, data)
+
     def train_traces(self, point: GridPoint) -> None:
         teacher, tokenizer = self._model("teacher")
         problems = self.world()["splits"]["train"]
@@ -335,11 +448,18 @@ class Pipeline:
             "holdout_traces_sha256": gradient_meta["traces_sha256"],
             "train_traces_sha256": _file_sha256(folder / "train_traces.jsonl"),
         }
+        calibration = self.calibration_entry(point)
+        if calibration is not None:
+            params.update({f"calibration_{key}": calibration[key] for key in
+                           ("target", "target_accuracy", "calibration_accuracy", "n", "lam_times_grad_norm",
+                            "tilt_nats")})
         metrics = {
             "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
             "student_base_accuracy": baseline["accuracy"],
             "teacher_mean_logprob": teacher["mean_teacher_logprob"], "teacher_mean_tokens": teacher["mean_tokens"],
         }
+        for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
+            metrics.update(_interval_metrics(key, source))
         for key, source in (("teacher_accuracy_af", teacher), ("student_accuracy_af", student)):
             if "accuracy_af" in source:
                 metrics[key] = source["accuracy_af"]
@@ -387,20 +507,62 @@ class Pipeline:
         tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))
+        comparisons = self.comparisons()
+        for row in comparisons:
+            prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"
+            tracker.log(parent, {}, {f"{prefix}_{who}_{key}": row[who][key] for who in ("student", "teacher")
+                                     for key in ("difference", "low", "high")})
         tracker.finish(parent)
         rows = []
-        for point in self.config.grid:
+        for point in map(self.resolve, self.config.grid):
             folder = self.point_dir(point)
             teacher = json.loads((folder / "teacher_eval.json").read_text())
             student = json.loads((folder / "student_eval.json").read_text())
             rows.append({"point": point.name, "sampler": point.sampler, "tau": point.tau, "lam": point.lam,
-                         "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
-                         "teacher_accuracy_af": teacher.get("accuracy_af"),
-                         "student_accuracy_af": student.get("accuracy_af")})
+                         "target": point.target, "teacher_accuracy": teacher["accuracy"],
+                         "student_accuracy": student["accuracy"], "teacher_accuracy_af": teacher.get("accuracy_af"),
+                         "student_accuracy_af": student.get("accuracy_af"),
+                         **_interval_metrics("teacher", teacher), **_interval_metrics("student", student)})
         summary = {"parent_run_id": parent, "experiment": self.config.experiment,
-                   "tracking_uri": tracker.uri, "student_base_accuracy": baseline["accuracy"], "rows": rows}
+                   "tracking_uri": tracker.uri, "student_base_accuracy": baseline["accuracy"],
+                   **_interval_metrics("student_base", baseline), "rows": rows, "comparisons": comparisons}
         _write_json(self.output / "summary.json", summary)
         return summary
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """At each calibration target: tilted sampler minus temperature, for students and teachers, with a paired
+        bootstrap interval over the test problems (the same problems scored for both)."""
+        from .intervals import paired_bootstrap_difference, paired_outcomes
+
+        def outcomes(point: GridPoint, who: str) -> dict[str, bool]:
+            rows = read_jsonl(self.point_dir(point) / f"{who}_samples.jsonl")
+            return {str(r["id"]): bool(r["correct"]) for r in rows}
+
+        calibrated = [p for p in self.config.grid if p.target is not None]
+        baselines = {p.target: p for p in calibrated if p.sampler == "temperature"}
+        result = []
+        for point in calibrated:
+            reference = baselines.get(point.target)
+            if point.sampler == "temperature" or reference is None:
+                continue
+            row: dict[str, Any] = {"sampler": point.sampler, "target": point.target, "point": point.name,
+                                   "reference_point": reference.name}
+            for who in ("student", "teacher"):
+                a, b = paired_outcomes(outcomes(point, who), outcomes(reference, who))
+                row[who] = paired_bootstrap_difference(a, b, seed=int(self.config["generation"]["seed"]))
+            result.append(row)
+        return result
+
+
+def _interval_metrics(prefix: str, evaluation: dict[str, Any]) -> dict[str, float]:
+    """`<prefix>_accuracy_n`, `_low`, `_high`: the sample size and 95% Wilson interval of an accuracy."""
+    from .intervals import wilson_interval
+
+    n = int(evaluation.get("n", 0))
+    if not n:
+        return {}
+    low, high = wilson_interval(evaluation["accuracy"] * n, n)
+    return {f"{prefix}_accuracy_n": n, f"{prefix}_accuracy_low": low, f"{prefix}_accuracy_high": high}
 
 
 def _mean_logprob(records: list[dict[str, Any]]) -> float:

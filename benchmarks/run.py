@@ -25,7 +25,7 @@ def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<preset>)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (stages, grid, skips) and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--stop-after", choices=("holdout", "gradient", "baseline"), default=None,
+    parser.add_argument("--stop-after", choices=("holdout", "gradient", "calibration", "baseline"), default=None,
                         help="stop after this stage (e.g. to compute only the proxy gradient)")
     parser.set_defaults(func=run_command)
 
@@ -82,11 +82,24 @@ def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str)
     from .tracking import ui_command
 
     rows = summary["rows"]
-    print(f"\n{'sampler':<17} {'tau':>5} {'lam':>6} {'teacher acc':>12} {'student acc':>12}")
+    print(f"\n{'sampler':<17} {'target':>6} {'tau':>6} {'lam':>7} {'teacher acc':>12} {'student acc':>12}")
     for row in rows:
-        print(f"{row['sampler']:<17} {row['tau']:>5g} {row['lam']:>6g} {row['teacher_accuracy']:>12.3f} "
+        target = f"{row['target']:g}" if row.get("target") is not None else "-"
+        print(f"{row['sampler']:<17} {target:>6} {row['tau']:>6.3g} {row['lam']:>7.3g} {row['teacher_accuracy']:>12.3f} "
               f"{row['student_accuracy']:>12.3f}")
-    print(f"{'undistilled student':<30} {'':>12} {summary['student_base_accuracy']:>12.3f}")
+    print(f"{'undistilled student':<38} {'':>12} {summary['student_base_accuracy']:>12.3f}")
+    if rows:
+        n = rows[0].get("teacher_accuracy_n")
+        print(f"(accuracies on n = {n} test problems; 95% intervals in summary.json and MLflow)")
+    comparisons = summary.get("comparisons") or []
+    if comparisons:
+        print("\nat the same target teacher accuracy, minus temperature (paired bootstrap over test problems, 95%):")
+        for row in comparisons:
+            parts = []
+            for who in ("teacher", "student"):
+                d = row[who]
+                parts.append(f"{who} {d['difference'] * 100:+.1f} [{d['low'] * 100:+.1f}, {d['high'] * 100:+.1f}]")
+            print(f"  {row['sampler']:<17} target {row['target']:g}: " + "; ".join(parts) + " points")
     output = pipeline.output  # type: ignore[attr-defined]
     timings = pipeline.timings  # type: ignore[attr-defined]
     if timings:

@@ -18,7 +18,7 @@ def score_records(records: list[dict[str, Any]], dataset: str) -> dict[str, floa
         record["correct"] = bool(score(record["completion"], record["reference"], dataset))
         if "forced_completion" in record:
             record["correct_af"] = bool(score(record["forced_completion"], record["reference"], dataset))
-    result = {"accuracy": accuracy([r["correct"] for r in records])}
+    result = {"accuracy": accuracy([r["correct"] for r in records]), "n": len(records)}
     if records and all("correct_af" in r for r in records):
         result["accuracy_af"] = accuracy([r["correct_af"] for r in records])
     return result

@@ -121,6 +121,47 @@ def _free_port():
 
 
 @pytest.mark.slow
+def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(bench_env, tmp_path):
+    """Calibrated points get their knob from a logged bisection, the comparison at each target comes with a
+    paired interval over test problems, and a rerun skips the finished calibration."""
+    import mlflow
+
+    from benchmarks.calibration import BOUNDS
+
+    output = tmp_path / "calibrated"
+    sets = ["grid.calibrate=[temperature, antidistillation]", "grid.targets=[0.5]", "grid.calibration.n_problems=8",
+            "grid.calibration.probes_per_target=2", "grid.temperature.tau=[0.0]", "grid.antidistillation.lam=[]",
+            "grid.permutation.lam=[]", "tracking.experiment=calibrated"]
+    args = ["--output", str(output), *[part for s in sets for part in ("--set", s)]]
+    first = bench(args, bench_env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    calibration = json.loads((output / "calibration.json").read_text())
+    names = {"temperature-target0.5": "tau", "antidistillation-tau0.8-eps0.01-target0.5": "lam"}
+    assert set(calibration["points"]) == set(names)
+    for name, knob in names.items():
+        entry = calibration["points"][name]
+        low, high = BOUNDS[knob]
+        assert low < entry[knob] < high and entry["n"] == 8
+        assert entry["target_accuracy"] == pytest.approx(0.5 * calibration["greedy_accuracy"])
+    probes = calibration["probes"]
+    assert 1 <= len(probes["antidistillation"]) <= 2 and 1 <= len(probes["temperature"]) <= 2
+    summary = json.loads((output / "summary.json").read_text())
+    (comparison,) = summary["comparisons"]
+    assert comparison["sampler"] == "antidistillation" and comparison["reference_point"] == "temperature-target0.5"
+    for who in ("student", "teacher"):
+        d = comparison[who]
+        assert d["low"] <= d["difference"] <= d["high"] and d["n"] == 16
+    assert "minus temperature" in first.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("calibrated").experiment_id])
+    child = next(r for r in runs if r.info.run_name == "antidistillation-tau0.8-eps0.01-target0.5")
+    assert float(child.data.params["lam"]) == pytest.approx(calibration["points"][child.info.run_name]["lam"])
+    assert child.data.params["calibration_target"] == "0.5" and "teacher_accuracy_low" in child.data.metrics
+    again = bench(args, bench_env, timeout=900)
+    assert again.returncode == 0 and "==> calibrate" not in again.stdout
+
+
+@pytest.mark.slow
 def test_smoke_run_against_a_real_mlflow_server(bench_env, tmp_path):
     port = _free_port()
     server = subprocess.Popen(

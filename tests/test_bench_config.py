@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from benchmarks.config import BenchConfig, ConfigError, parse_set, preset_names
@@ -39,10 +41,23 @@ def test_overrides_from_set_and_file(tmp_path):
     (["generation.top_p=1.5"], "top_p"),
     (["grid.temperature.tau=[1, 1]"], "repeats"),
     (["generation.batch_size=0"], "positive integer"),
+    (["grid.calibrate=[magic]"], "unknown sampler"),
+    (["grid.calibrate=[temperature]", "grid.targets=[1.5]"], "grid.targets"),
+    (["grid.calibrate=[temperature]", "grid.calibration.n_problems=0"], "n_problems"),
 ])
 def test_bad_settings_name_the_problem(overrides, message):
     with pytest.raises(ConfigError, match=message):
         BenchConfig.load("smoke", overrides=overrides)
+
+
+def test_calibrated_points_wait_for_their_knob_and_are_named_by_target():
+    config = BenchConfig.load("toy")
+    calibrated = [p for p in config.grid if p.target is not None]
+    assert config.calibrated and len(calibrated) == 9
+    assert {p.target for p in calibrated} == {0.9, 0.7, 0.5}
+    assert all(math.isnan(p.lam if p.sampler != "temperature" else p.tau) for p in calibrated)
+    assert "antidistillation-tau0.8-eps0.01-target0.7" in {p.name for p in calibrated}
+    assert not BenchConfig.load("smoke").calibrated
 
 
 def test_unknown_preset_lists_the_choices():

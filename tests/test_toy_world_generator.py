@@ -197,21 +197,24 @@ def test_every_preset_fits_its_difficulty(name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- world v2: styles
 
-STATEMENT = re.compile(r"(\d+) ([-+*/]) (\d+) (?:=|is) (\d+)")
+STATEMENT = re.compile(r"(\d+) ([-+*/]) (\d+)(?: =| is|, which is|, that is) (\d+)")
+OPERATION = re.compile(r"\d+ [-+*/] \d+")
 PARITY = re.compile(r"Note that (\d+) is (even|odd)\.")
 ORDER = re.compile(r"Note that (\d+) is (more|less) than (\d+)\.")
 V2 = Difficulty(min_steps=1, max_steps=2, max_factor=9, max_value=99)
 
 
 def test_styled_solutions_state_only_true_arithmetic_and_true_remarks() -> None:
-    """Every equation in any phrasing ("a op b = c" and "a op b is c") holds, and every side remark is a true
-    statement about numbers that occur in the question."""
+    """Every equation in any phrasing ("a op b = c", "a op b, which is c"...) holds, and every side remark is a
+    true statement (parity or order) about numbers that occur in the question."""
     remarks = 0
     for problem in islice(generate_problems(5, "gsm8k", V2), 800):
         assert problem.answer.endswith(f"\n#### {expected_gsm8k(problem.template, problem.params)}")
         question_numbers = {int(n) for n in re.findall(r"\d+", problem.question)}
         for line in problem.answer.split("\n")[:-1]:
-            for a, op, b, c in STATEMENT.findall(line):
+            statements = STATEMENT.findall(line)
+            assert len(statements) == len(OPERATION.findall(line)), f"an operation in no known phrasing: {line}"
+            for a, op, b, c in statements:
                 assert OPS[op](Fraction(a), Fraction(b)) == Fraction(c), line
             if line.startswith("Note that"):
                 remarks += 1
@@ -222,8 +225,7 @@ def test_styled_solutions_state_only_true_arithmetic_and_true_remarks() -> None:
                     n, word, k = int(m.group(1)), m.group(2), int(m.group(3))
                     assert {n, k} <= question_numbers and (n > k) == (word == "more"), line
                 else:
-                    a, op, b, c = STATEMENT.fullmatch(line.removeprefix("Note that ").rstrip(".")).groups()
-                    assert {int(a), int(b)} <= question_numbers and int(a) + int(b) == int(c), line
+                    raise AssertionError(f"a side remark of no known kind: {line}")
         numbers = [int(x) for x in re.findall(r"\d+", problem.answer)]
         assert max(numbers) <= V2.max_value
     assert remarks > 50, "side remarks should be common enough to matter"

@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.intervals import wilson_interval
 from benchmarks.toy_world.presets import Preset, get_preset
 from benchmarks.toy_world.workers import TrainJob, build_workers, train_models
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
-BUILD_VERSION = "2"  # v2: styled solutions, noisy-context teacher copies, student-like proxy, diagnostics
+BUILD_VERSION = "3"  # v3: reading-order phrasings, noise never on arithmetic tokens, length-bucketed batches
 _HASHED_SOURCES = [
     "toy_world/generator.py",
     "toy_world/vocab.py",
@@ -36,15 +37,17 @@ _HASHED_SOURCES = [
 # What a world's numbers depend on besides the preset and the code: the same hash built with another torch gave
 # another world (teacher 66% with torch 2.14.1 against 78% with 2.13.0), so the libraries' versions are in the key.
 _KEYED_LIBRARIES = ("torch", "transformers", "tokenizers")
-# Samplers the build's diagnostics look at: the toy bench preset's grid (benchmarks/presets/toy.yaml).
+# Fixed settings the build's diagnostics look at: a low, middle and high tilt per sampler. The bench calibrates
+# its own grid to target teacher accuracies (its calibration.json); measured on world v2, λ = 0.5 was a 2.8-nat
+# tilt that took the teacher from 37% to 5%, so these λ are smaller than the v1 grid's 0.5-2.
 DIAGNOSTIC_SAMPLERS = (
     {"sampler": "temperature", "tau": 0.8, "lam": 0.0, "eps": 0.01},
     {"sampler": "temperature", "tau": 1.6, "lam": 0.0, "eps": 0.01},
+    {"sampler": "ads", "tau": 0.8, "lam": 0.05, "eps": 0.01},
+    {"sampler": "ads", "tau": 0.8, "lam": 0.2, "eps": 0.01},
     {"sampler": "ads", "tau": 0.8, "lam": 0.5, "eps": 0.01},
-    {"sampler": "ads", "tau": 0.8, "lam": 1.0, "eps": 0.01},
-    {"sampler": "ads", "tau": 0.8, "lam": 2.0, "eps": 0.01},
-    {"sampler": "permutation", "tau": 0.8, "lam": 1.0, "eps": 0.01},
-    {"sampler": "permutation", "tau": 0.8, "lam": 2.0, "eps": 0.01},
+    {"sampler": "permutation", "tau": 0.8, "lam": 0.2, "eps": 0.01},
+    {"sampler": "permutation", "tau": 0.8, "lam": 0.5, "eps": 0.01},
 )
 FAMILIES = ("gsm8k", "math")
 SPLITS = ("train", "holdout", "test")
@@ -219,7 +222,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     from benchmarks.distill import distill_student
     from benchmarks.evaluate import evaluate_accuracy, forced_accuracy, generate_completions
     from benchmarks.toy_world.generator import generic_corpus, make_splits, short_answer, story
-    from benchmarks.toy_world.train import encode_pairs, perturbed_copies
+    from benchmarks.toy_world.train import encode_pairs, noise_vocabulary, perturbed_copies
     from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
 
     clock = _Clock()
@@ -294,12 +297,11 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     n_facts = int(len(sft) * preset.teacher_fact_fraction)
     fact_docs = generic_corpus([], n_facts, preset.seed + 1, preset.difficulty, preset.facts_per_doc)
     facts = encode_pairs(t_tok, [("", d + t_tok.eos_token) for d in fact_docs], max_len) if fact_docs else []
-    special = set(t_tok.all_special_ids)
-    digits = {i for token, i in t_tok.get_vocab().items() if t_tok.convert_tokens_to_string([token]).strip().isdigit()}
+    replaceable, protected = noise_vocabulary(t_tok)
     noisy = perturbed_copies(
         sft,
-        [i for i in range(len(t_tok)) if i not in special and i not in digits],
-        special | digits,
+        replaceable,
+        protected,
         preset.teacher_noisy_fraction,
         preset.noise_rate,
         preset.seed,
@@ -503,16 +505,6 @@ def world_diagnostics(world: ToyWorld, force: bool = False, progress: bool = Tru
     )
     atomic_write_text(world.diagnostics_path, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (sound near 0 and 1, unlike the normal one)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def accuracy_table(world: ToyWorld) -> str:

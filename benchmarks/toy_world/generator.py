@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import gcd
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 NAMES = [
     "Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack",
@@ -75,7 +75,6 @@ _LOWERABLE = {"The", "He", "She", "In", "Each", "Now", "Together", "It", "They",
               "We", "Buying", "That", "This", "Its", "Compute", "Their"}
 _CONNECTORS = ("", "", "So ", "Then ", "Next, ", "Now ")
 _OPENINGS = ("", "", "Let's solve it step by step.", "Let's think.", "We work it out step by step.")
-_COMPUTE = ("We compute", "Compute", "We find")
 
 
 def _after_connector(text: str) -> str:
@@ -142,41 +141,41 @@ class _Steps:
 
 
 def _style_line(line: _Calc, rng: random.Random) -> str:
-    """One phrasing of an arithmetic line; the operands always come before the result (as a student reads)."""
-    eq = f"{line.a} {line.op} {line.b} {rng.choice(('=', '=', 'is'))} {line.result}"
-    form = rng.randrange(3)
-    if form == 0:
-        return f"{line.before} {eq}{line.after}."
-    if form == 1:
-        return f"{eq}, so {_after_connector(line.before)} {line.result}{line.after}."
-    return f"{rng.choice(_COMPUTE)} {eq}. {line.before} {line.result}{line.after}."
+    """One phrasing of an arithmetic line, always in reading order: what is computed, the operands, the result.
+
+    Why only the join varies (`=`, `is`, `, which is`...): in world v2 two of three phrasings put the equation
+    before what it computes, and that cost the teacher 25 points (probe: 34% with them, 60% with plain lines).
+    The choice of join is harmless entropy at a non-digit position of every line.
+    """
+    join = rng.choice((" =", " =", " is", ", which is", ", that is"))
+    return f"{line.before} {line.a} {line.op} {line.b}{join} {line.result}{line.after}."
 
 
-_QUESTION = re.compile(r"[^.?]*\?$")
+_LAST_QUESTION = re.compile(r"\s*[^.?]*\?$")  # the asked sentence at the end of a question
 
 
 def _restate(question: str, rng: random.Random) -> str:
     """A restatement of what is asked (a copy of the question sentence): harmless, answer-preserving text."""
-    asked = _QUESTION.search(question.strip())
+    asked = _LAST_QUESTION.search(question.strip())
     sentence = asked.group(0).strip() if asked else question.strip()
     return f"{rng.choice(('The question is:', 'We are asked:', 'We want to know:'))} {sentence}"
 
 
 def side_remark(question: str, rng: random.Random, d: Difficulty) -> str | None:
-    """A true, checkable fact about the question's numbers (parity, order, a sum) that the answer does not use."""
+    """A true, checkable fact about the question's numbers (parity, order) that the answer does not use.
+
+    No arithmetic here: a sum in a remark is one more place for a tiny teacher to err and to pick up numbers
+    that the next line must not use.
+    """
     numbers = [int(n) for n in re.findall(r"\d+", question)]
     if not numbers:
         return None
     n = rng.choice(numbers)
-    kind = rng.randrange(3)
+    kind = rng.randrange(2)
     others = [m for m in numbers if m != n]
     if kind == 1 and others:
         m = rng.choice(others)
         return f"Note that {n} is {'more' if n > m else 'less'} than {m}."
-    if kind == 2 and others:
-        m = rng.choice(others)
-        if n + m <= d.max_value:
-            return f"Note that {n} + {m} = {n + m}."
     return f"Note that {n} is {'even' if n % 2 == 0 else 'odd'}."
 
 
@@ -634,7 +633,6 @@ def _fact_chain(rng: random.Random, d: Difficulty, n: int) -> list[str]:
 
 
 _EQUATION = re.compile(r"\d+ [-+*/] \d+ = (\d+)")
-_LAST_QUESTION = re.compile(r"\s*[^.?]*\?$")
 
 
 def story(question: str, answer: str) -> str:

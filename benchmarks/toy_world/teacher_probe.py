@@ -48,7 +48,13 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     from benchmarks.evaluate import evaluate_accuracy
     from benchmarks.toy_world.generator import generic_corpus, make_splits, story
     from benchmarks.toy_world.presets import get_preset
-    from benchmarks.toy_world.train import encode_pairs, make_model, perturbed_copies, train_lm
+    from benchmarks.toy_world.train import (
+        encode_pairs,
+        make_model,
+        noise_vocabulary,
+        perturbed_copies,
+        train_lm,
+    )
     from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
 
     torch.set_num_threads(threads)
@@ -77,10 +83,9 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     fact_docs = generic_corpus([], int(len(sft) * preset.teacher_fact_fraction), preset.seed + 1, preset.difficulty,
                                preset.facts_per_doc)
     facts = encode_pairs(tok, [("", d + tok.eos_token) for d in fact_docs], max_len) if fact_docs else []
-    special = set(tok.all_special_ids)
-    digits = {i for t, i in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip().isdigit()}
-    noisy = perturbed_copies(sft, [i for i in range(len(tok)) if i not in special | digits], special | digits,
-                             noisy_fraction, preset.noise_rate, preset.seed) if noisy_fraction else []
+    replaceable, protected = noise_vocabulary(tok)
+    noisy = perturbed_copies(sft, replaceable, protected, noisy_fraction, preset.noise_rate,
+                             preset.seed) if noisy_fraction else []
     model = make_model(preset.teacher, tok, 1)
     started = time.perf_counter()
     stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, 1, "teacher probe")
