@@ -234,6 +234,11 @@ class BenchConfig:
             value = data["data"][key]
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.{key} must be a positive integer or null, got {value!r}")
+        for key in ("experiment", "registered_model"):
+            name = data["tracking"][key]
+            if name is not None and (not isinstance(name, str) or not name.strip() or set(name) & set("'`\"")):
+                raise ConfigError(f"tracking.{key} must be a non-empty name without quotes or backquotes (MLflow "
+                                  f"looks it up in a quoted filter), got {name!r}")
         top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
         if top_p > 1:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")

@@ -117,12 +117,14 @@ class Pipeline:
         return self._cache["state"]
 
     def clean_leftovers(self) -> None:
-        """Remove temporary files of a killed run (hidden names: `.name.XXXX.tmp`, `.student-XXXX`)."""
+        """Remove temporary files of a killed run: only the names this program creates (`.name.XXXXXXXX.tmp`,
+        `.student-XXXXXXXX`), never another dot-entry of the folder (a user's `.git` or `.env`). Call it only
+        while holding the folder's lock (`run_folder.exclusive`), so no live run's files are taken."""
+        from .run_folder import leftovers
+
         for folder in [self.output, self.output / "baseline", *self.points_dir.glob("*")]:
-            if folder.is_dir():
-                for entry in folder.iterdir():
-                    if entry.name.startswith("."):
-                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            for entry in leftovers(folder):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def run(self, on_stage: Callable[[Stage, float], None] | None = None, stop_after: str | None = None) -> bool:
         """Run the stages not done yet; True when the whole plan is done (False: stopped at `stop_after`)."""
@@ -134,6 +136,8 @@ class Pipeline:
         self.state.wait_for_everyone()
         for stage in self.stages():
             if stage.done:
+                if stop_after is not None and stage.key == stop_after:
+                    return False
                 continue
             started = time.perf_counter()
             where = f" [{stage.point.name}]" if stage.point else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -33,9 +34,10 @@ def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from harness_plugin.errors import AntidistillError
 
-    from .config import BenchConfig
+    from .config import BenchConfig, ConfigError
     from .data import check_data_available
     from .pipeline import Pipeline
+    from .run_folder import check_output, exclusive
 
     try:
         config = BenchConfig.load(args.preset, args.config, args.overrides)
@@ -50,18 +52,22 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     started = time.perf_counter()
     try:
-        _check_models(pipeline)
-        finished = pipeline.run(on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True),
-                                stop_after=args.stop_after)
+        if args.stop_after == "calibration" and not config.calibrated:
+            raise ConfigError("--stop-after calibration: this grid has no calibrated sampler (grid.calibrate)")
+        check_output(output, config)
+        with exclusive(output) if pipeline.state.is_main_process else contextlib.nullcontext():
+            _check_models(pipeline)
+            finished = pipeline.run(stop_after=args.stop_after,
+                                    on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True))
+            if not pipeline.state.is_main_process:
+                return 0
+            if not finished:
+                print(f"stopped after the {args.stop_after} stage as asked; outputs in {output}")
+                return 0
+            summary = pipeline.finish_parent()
     except AntidistillError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not pipeline.state.is_main_process:
-        return 0
-    if not finished:
-        print(f"stopped after the {args.stop_after} stage as asked; outputs in {output}")
-        return 0
-    summary = pipeline.finish_parent()
     elapsed = time.perf_counter() - started
     _print_summary(summary, pipeline, elapsed, config.preset)
     return 0

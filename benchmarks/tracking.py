@@ -8,6 +8,7 @@ again reuses its runs and model versions instead of creating duplicates.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +17,9 @@ from typing import Any
 
 ROLE = "antidistill.role"
 OUTPUT = "antidistill.output"
+# Runs are found by a hash of the output path, not the path itself: a filter string holds the value in quotes,
+# and a path may contain any character (a `'` in it made the MLflow stage fail after all the compute).
+OUTPUT_ID = "antidistill.output_id"
 POINT = "antidistill.grid_point"
 
 
@@ -59,6 +63,7 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.experiment = experiment
         self.registered_model = registered_model
+        self.output_id = hashlib.sha256(str(self.output).encode()).hexdigest()[:16]
 
     def _find_run(self, filter_string: str) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1,
@@ -67,10 +72,10 @@ class Tracker:
 
     def parent_run_id(self, name: str) -> str:
         """The parent run of this output folder, created once."""
-        run_id = self._find_run(f"tags.`{ROLE}` = 'parent' and tags.`{OUTPUT}` = '{self.output}'")
+        run_id = self._find_run(f"tags.`{ROLE}` = 'parent' and tags.`{OUTPUT_ID}` = '{self.output_id}'")
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=name,
-                                         tags={ROLE: "parent", OUTPUT: str(self.output)})
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={
+                ROLE: "parent", OUTPUT: str(self.output), OUTPUT_ID: self.output_id})
             run_id = run.info.run_id
         return run_id
 
@@ -79,7 +84,8 @@ class Tracker:
         run_id = self._find_run(f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{POINT}` = '{point_name}'")
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=point_name, tags={
-                "mlflow.parentRunId": parent_id, ROLE: role, POINT: point_name, OUTPUT: str(self.output)})
+                "mlflow.parentRunId": parent_id, ROLE: role, POINT: point_name, OUTPUT: str(self.output),
+                OUTPUT_ID: self.output_id})
             run_id = run.info.run_id
         return run_id
 
