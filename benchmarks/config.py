@@ -127,6 +127,7 @@ class BenchConfig:
         self.data = data
         self.grid = self._grid()
         self._validate()
+        _ = self.endpoint  # validated here, before any work
 
     @classmethod
     def load(cls, preset: str = "toy", config_file: str | Path | None = None,
@@ -210,6 +211,16 @@ class BenchConfig:
                                             math.nan, _number(section["eps"], f"grid.{sampler}.eps", strict=True),
                                             target=target))
         return points
+
+    @property
+    def endpoint(self) -> float | None:
+        value = self.data["grid"]["endpoint"]
+        if value is None:
+            return None
+        value = _number(value, "grid.endpoint", strict=True)
+        if value > 1:
+            raise ConfigError(f"grid.endpoint is a teacher accuracy in (0, 1], got {value}")
+        return value
 
     @property
     def calibrated(self) -> bool:

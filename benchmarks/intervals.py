@@ -7,8 +7,9 @@ difference inside each resample gives the interval a claim "this student is wors
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 Z_95 = 1.96
 
@@ -31,16 +32,71 @@ def paired_outcomes(a: Mapping[str, bool], b: Mapping[str, bool]) -> tuple[list[
     return [a[i] for i in shared], [b[i] for i in shared]
 
 
-def paired_bootstrap_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = 2000, seed: int = 0,
-                                level: float = 0.95) -> dict[str, float]:
-    """Accuracy of `a` minus accuracy of `b` (same problems, same order), with a percentile bootstrap interval."""
-    if len(a) != len(b) or not a:
-        raise ValueError(f"paired results need the same non-zero length, got {len(a)} and {len(b)}")
-    n = len(a)
-    diffs = [int(x) - int(y) for x, y in zip(a, b)]
-    rng = random.Random(seed)
-    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+def _resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _percentiles(stats: Sequence[float], level: float) -> tuple[float, float]:
     tail = (1 - level) / 2
-    low = stats[int(tail * (resamples - 1))]
-    high = stats[int(round((1 - tail) * (resamples - 1)))]
-    return {"difference": sum(diffs) / n, "low": low, "high": high, "n": n, "resamples": resamples}
+    low, high = np.quantile(np.asarray(stats, dtype=float), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def paired_bootstrap_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
+                                level: float = 0.95) -> dict[str, float]:
+    """Accuracy of `a` minus accuracy of `b` (same problems, same order), with a percentile bootstrap interval.
+
+    Outcomes may be 0/1 or per-problem means over seeds (a student distilled with several seeds).
+    """
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired results need the same non-zero length, got {len(a)} and {len(b)}")
+    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    stats = diffs[_resample_indices(len(diffs), resamples, seed)].mean(axis=1)
+    low, high = _percentiles(stats, level)
+    return {"difference": float(diffs.mean()), "low": low, "high": high, "n": len(diffs), "resamples": resamples}
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None:
+    """y at `x` on the piecewise-linear curve through `points` (sorted by x); None outside it (no extrapolation)."""
+    ordered = sorted(points)
+    if len(ordered) == 1:
+        return ordered[0][1] if ordered[0][0] == x else None
+    for (x0, y0), (x1, y1) in zip(ordered, ordered[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+Curve = Sequence[tuple[Sequence[float], Sequence[float]]]  # per point: teacher and student outcomes per problem
+
+
+def endpoint_gap(reference: Curve, other: Curve, teacher_accuracy: float, resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, float | None]:
+    """G = reference's student accuracy minus other's, each read off its (teacher, student) accuracy curve at
+    `teacher_accuracy`, with a bootstrap over problems: one resample of problem indices serves every point of both
+    curves, teachers and students alike, so their correlations are kept. `defined` is the share of resamples in
+    which both curves reach `teacher_accuracy`; G is None when the full sample's curves do not.
+    """
+    rows = [(t, s) for t, s in (*reference, *other)]
+    if not reference or not other:
+        raise ValueError("each curve needs at least one point")
+    n = len(rows[0][0])
+    if any(len(t) != n or len(s) != n for t, s in rows):
+        raise ValueError("every point's outcomes must cover the same problems, in one order")
+    teachers = np.asarray([t for t, _ in rows], dtype=float)
+    students = np.asarray([s for _, s in rows], dtype=float)
+    split = len(reference)
+
+    def gap(t_acc: np.ndarray, s_acc: np.ndarray) -> float | None:
+        a = interpolate(list(zip(t_acc[:split], s_acc[:split])), teacher_accuracy)
+        b = interpolate(list(zip(t_acc[split:], s_acc[split:])), teacher_accuracy)
+        return None if a is None or b is None else a - b
+
+    full = gap(teachers.mean(axis=1), students.mean(axis=1))
+    idx = _resample_indices(n, resamples, seed)
+    t_boot = teachers[:, idx].mean(axis=2)  # [points, resamples]
+    s_boot = students[:, idx].mean(axis=2)
+    stats = [g for r in range(resamples) if (g := gap(t_boot[:, r], s_boot[:, r])) is not None]
+    low, high = _percentiles(stats, level) if stats else (None, None)
+    return {"G": full, "low": low, "high": high, "n": n, "resamples": resamples, "defined": len(stats) / resamples,
+            "teacher_accuracy": teacher_accuracy}

@@ -511,6 +511,12 @@ class Pipeline:
         tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))
+        endpoints = self.endpoints()
+        for row in endpoints:
+            if row["G"] is not None:
+                tracker.log(parent, {}, {f"G_{row['sampler']}{suffix}": row[key] for key, suffix in
+                                         (("G", ""), ("low", "_low"), ("high", "_high"), ("defined", "_defined"))
+                                         if row[key] is not None})
         comparisons = self.comparisons()
         for row in comparisons:
             prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"
@@ -529,18 +535,52 @@ class Pipeline:
                          **_interval_metrics("teacher", teacher), **_interval_metrics("student", student)})
         summary = {"parent_run_id": parent, "experiment": self.config.experiment,
                    "tracking_uri": tracker.uri, "student_base_accuracy": baseline["accuracy"],
-                   **_interval_metrics("student_base", baseline), "rows": rows, "comparisons": comparisons}
+                   **_interval_metrics("student_base", baseline), "rows": rows, "endpoints": endpoints,
+                   "comparisons": comparisons}
         _write_json(self.output / "summary.json", summary)
         return summary
+
+    def _outcomes(self, point: GridPoint, who: str) -> dict[str, bool]:
+        rows = read_jsonl(self.point_dir(point) / f"{who}_samples.jsonl")
+        return {str(r["id"]): bool(r["correct"]) for r in rows}
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """The primary endpoint G per tilted sampler (`grid.endpoint`; see `intervals.endpoint_gap`)."""
+        from .intervals import endpoint_gap
+
+        endpoint = self.config.endpoint
+        if endpoint is None:
+            return []
+        points = list(map(self.resolve, self.config.grid))
+        clean = next((p for p in points if p.is_clean), None)
+        greedy = None
+        if clean is not None:
+            greedy = json.loads((self.point_dir(clean) / "teacher_eval.json").read_text())["accuracy"]
+        relative = bool(self.config["grid"]["targets_relative"])
+        if relative and greedy is None:
+            return []  # a relative endpoint needs the greedy point
+        t_star = endpoint * greedy if relative else endpoint
+        outcomes = {p.name: (self._outcomes(p, "teacher"), self._outcomes(p, "student")) for p in points}
+        ids = sorted(set.intersection(*(set(t) & set(s) for t, s in outcomes.values())))
+
+        def curve(sampler: str) -> list[tuple[list[bool], list[bool]]]:
+            return [([outcomes[p.name][0][i] for i in ids], [outcomes[p.name][1][i] for i in ids])
+                    for p in points if p.sampler == sampler]
+
+        reference = curve("temperature")
+        result = []
+        for sampler in ("antidistillation", "permutation"):
+            other = curve(sampler)
+            if reference and other:
+                gap = endpoint_gap(reference, other, t_star, seed=int(self.config["generation"]["seed"]))
+                result.append({"sampler": sampler, "endpoint": endpoint, "relative": relative,
+                               "greedy_teacher_accuracy": greedy, **gap})
+        return result
 
     def comparisons(self) -> list[dict[str, Any]]:
         """At each calibration target: tilted sampler minus temperature, for students and teachers, with a paired
         bootstrap interval over the test problems (the same problems scored for both)."""
         from .intervals import paired_bootstrap_difference, paired_outcomes
-
-        def outcomes(point: GridPoint, who: str) -> dict[str, bool]:
-            rows = read_jsonl(self.point_dir(point) / f"{who}_samples.jsonl")
-            return {str(r["id"]): bool(r["correct"]) for r in rows}
 
         calibrated = [p for p in self.config.grid if p.target is not None]
         baselines = {p.target: p for p in calibrated if p.sampler == "temperature"}
@@ -552,7 +592,7 @@ class Pipeline:
             row: dict[str, Any] = {"sampler": point.sampler, "target": point.target, "point": point.name,
                                    "reference_point": reference.name}
             for who in ("student", "teacher"):
-                a, b = paired_outcomes(outcomes(point, who), outcomes(reference, who))
+                a, b = paired_outcomes(self._outcomes(point, who), self._outcomes(reference, who))
                 row[who] = paired_bootstrap_difference(a, b, seed=int(self.config["generation"]["seed"]))
             result.append(row)
         return result

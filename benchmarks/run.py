@@ -97,6 +97,15 @@ def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str)
     if rows:
         n = rows[0].get("teacher_accuracy_n")
         print(f"(accuracies on n = {n} test problems; 95% intervals in summary.json and MLflow)")
+    for row in summary.get("endpoints") or []:
+        t_star = row["teacher_accuracy"] * 100
+        if row["G"] is None:
+            print(f"\nG ({row['sampler']}): undefined: a curve does not reach teacher accuracy {t_star:.1f}%")
+            continue
+        verdict = "excludes 0" if row["low"] > 0 or row["high"] < 0 else "includes 0"
+        print(f"\nG = temperature student - {row['sampler']} student at teacher {t_star:.1f}%: "
+              f"{row['G'] * 100:+.1f} points, 95% [{row['low'] * 100:+.1f}, {row['high'] * 100:+.1f}] "
+              f"(n = {row['n']} problems; interval {verdict}; defined in {row['defined'] * 100:.0f}% of resamples)")
     comparisons = summary.get("comparisons") or []
     if comparisons:
         print("\nat the same target teacher accuracy, minus temperature (paired bootstrap over test problems, 95%):")

@@ -131,7 +131,7 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
     output = tmp_path / "calibrated"
     sets = ["grid.calibrate=[temperature, antidistillation]", "grid.targets=[0.5]", "grid.calibration.n_problems=8",
             "grid.calibration.probes_per_target=2", "grid.temperature.tau=[0.0]", "grid.antidistillation.lam=[]",
-            "grid.permutation.lam=[]", "tracking.experiment=calibrated"]
+            "grid.permutation.lam=[]", "grid.endpoint=0.5", "tracking.experiment=calibrated"]
     args = ["--output", str(output), *[part for s in sets for part in ("--set", s)]]
     first = bench(args, bench_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -152,6 +152,10 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
         d = comparison[who]
         assert d["low"] <= d["difference"] <= d["high"] and d["n"] == 16
     assert "minus temperature" in first.stdout
+    (endpoint,) = summary["endpoints"]
+    assert endpoint["sampler"] == "antidistillation" and endpoint["n"] == 16
+    assert endpoint["G"] is None or endpoint["low"] <= endpoint["G"] <= endpoint["high"]
+    assert "G = temperature student" in first.stdout or "undefined" in first.stdout
     client = mlflow.MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("calibrated").experiment_id])
     child = next(r for r in runs if r.info.run_name == "antidistillation-tau0.8-eps0.01-target0.5")

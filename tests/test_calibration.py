@@ -78,3 +78,46 @@ def test_wilson_interval_contains_the_estimate_and_the_normal_interval_at_large_
     assert low == pytest.approx(0.5 - half, abs=1e-3) and high == pytest.approx(0.5 + half, abs=1e-3)
     low, high = wilson_interval(0, 50)
     assert low == 0.0 and 0 < high < 0.1
+
+
+def test_paired_bootstrap_reaches_its_nominal_coverage():
+    """On synthetic paired outcomes with a known true difference, the 95% interval covers it about 95% of the time."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    covered, trials = 0, 300
+    for trial in range(trials):
+        base = rng.random(300)  # per-problem ease, shared by both (the pairing)
+        a = rng.random(300) < 0.3 + 0.4 * base
+        b = rng.random(300) < 0.2 + 0.4 * base  # true difference: 0.1
+        d = paired_bootstrap_difference(a.tolist(), b.tolist(), resamples=400, seed=trial)
+        covered += d["low"] <= 0.1 <= d["high"]
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_interpolation_never_extrapolates():
+    from benchmarks.intervals import interpolate
+
+    assert interpolate([(0.2, 1.0), (0.6, 3.0)], 0.5) == pytest.approx(2.5)
+    assert interpolate([(0.6, 3.0), (0.2, 1.0)], 0.2) == 1.0
+    assert interpolate([(0.2, 1.0), (0.6, 3.0)], 0.7) is None and interpolate([(0.4, 1.0)], 0.3) is None
+
+
+def test_endpoint_gap_recovers_a_known_gap_and_refuses_to_extrapolate():
+    import numpy as np
+
+    from benchmarks.intervals import endpoint_gap
+
+    rng = np.random.default_rng(0)
+    n = 4000
+
+    def point(teacher_p, student_p):
+        return (rng.random(n) < teacher_p).tolist(), (rng.random(n) < student_p).tolist()
+
+    temperature = [point(0.8, 0.6), point(0.5, 0.3)]  # student 0.4 at teacher 0.6
+    tilted = [point(0.75, 0.4), point(0.45, 0.2)]  # student 0.3 at teacher 0.6
+    g = endpoint_gap(temperature, tilted, 0.6, resamples=400)
+    assert g["G"] == pytest.approx(0.1, abs=0.03) and g["low"] < g["G"] < g["high"] and g["defined"] > 0.99
+    assert g["low"] > 0  # n = 4000 resolves a 10-point gap
+    beyond = endpoint_gap(temperature, tilted, 0.9, resamples=50)
+    assert beyond["G"] is None and beyond["defined"] == 0.0 and beyond["low"] is None
