@@ -213,6 +213,20 @@ class BenchConfig:
         return points
 
     @property
+    def distill_seeds(self) -> list[int]:
+        """The students' seeds per grid point: `distill.seeds`, or the one `distill.seed`."""
+        return list(self.data["distill"]["seeds"] or [self.data["distill"]["seed"]])
+
+    def distill_config(self, seed: int | None = None) -> Any:
+        """`DistillConfig` of the `distill` section (its `seeds` list is the suite's, not the trainer's)."""
+        from .distill import DistillConfig
+
+        settings = {k: v for k, v in self.data["distill"].items() if k != "seeds"}
+        if seed is not None:
+            settings["seed"] = seed
+        return DistillConfig(**settings)
+
+    @property
     def endpoint(self) -> float | None:
         value = self.data["grid"]["endpoint"]
         if value is None:
@@ -253,10 +267,13 @@ class BenchConfig:
         top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
         if top_p > 1:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")
-        from .distill import DistillConfig
 
+        seeds = data["distill"]["seeds"]
+        if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
+                                  or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+            raise ConfigError(f"distill.seeds must be null or a list of distinct integers, got {seeds!r}")
         try:
-            DistillConfig(**data["distill"])
+            self.distill_config()
         except TypeError as error:
             raise ConfigError(f"bad distill settings: {error}") from None
         except ValueError as error:

@@ -71,13 +71,37 @@ class Pipeline:
                       lambda p=point: self.train_traces(self.resolve(p)), point),
                 Stage("teacher", "teacher accuracy", folder / "teacher_eval.json",
                       lambda p=point: self.teacher_eval(self.resolve(p)), point),
-                Stage("student", "distil student", folder / "student", lambda p=point: self.distil(p), point),
-                Stage("student-eval", "student accuracy", folder / "student_eval.json",
-                      lambda p=point: self.student_eval(p), point),
+            ]
+            for seed in self.config.distill_seeds:
+                label = "" if self.is_first_seed(seed) else f" (seed {seed})"
+                stages += [
+                    Stage("student", f"distil student{label}", self.student_dir(point, seed),
+                          lambda p=point, s=seed: self.distil(p, s), point),
+                    Stage("student-eval", f"student accuracy{label}", self.student_eval_path(point, seed),
+                          lambda p=point, s=seed: self.student_eval(p, s), point),
+                ]
+            stages += [
                 Stage("track", "MLflow run + model version", folder / "tracked.json",
                       lambda p=point: self.track(self.resolve(p)), point),
             ]
         return stages
+
+    def is_first_seed(self, seed: int) -> bool:
+        """The first seed's student keeps the plain names (`student/`, `student_eval.json`), as with one seed."""
+        return seed == self.config.distill_seeds[0]
+
+    def student_dir(self, point: GridPoint, seed: int) -> Path:
+        name = "student" if self.is_first_seed(seed) else f"student-seed{seed}"
+        return self.point_dir(point) / name
+
+    def student_eval_path(self, point: GridPoint, seed: int) -> Path:
+        name = "student_eval.json" if self.is_first_seed(seed) else f"student_eval-seed{seed}.json"
+        return self.point_dir(point) / name
+
+    def student_accuracies(self, point: GridPoint) -> list[float]:
+        """The point's student accuracy per seed, in the order of `distill.seeds`."""
+        return [json.loads(self.student_eval_path(point, seed).read_text())["accuracy"]
+                for seed in self.config.distill_seeds]
 
     def resolve(self, point: GridPoint) -> GridPoint:
         """The point with its calibrated knob (from calibration.json); an explicit point as it is."""
@@ -403,20 +427,21 @@ class Pipeline:
             write_jsonl(self.point_dir(point) / "teacher_samples.jsonl", records)
             _write_json(self.point_dir(point) / "teacher_eval.json", metrics)
 
-    def distil(self, point: GridPoint) -> None:
-        from .distill import DistillConfig, distill_student
+    def distil(self, point: GridPoint, seed: int) -> None:
+        from .distill import distill_student
 
         traces = [{"question": t["question"], "completion": t["completion"], "prompt": t["prompt"]}
                   for t in read_jsonl(self.point_dir(point) / "train_traces.jsonl")]
         log: list[dict[str, Any]] = []
-        distill_student(self.world()["models"]["student"], traces, self.point_dir(point) / "student",
-                        DistillConfig(**self.config["distill"]),
+        output = self.student_dir(point, seed)
+        distill_student(self.world()["models"]["student"], traces, output, self.config.distill_config(seed),
                         on_log=lambda step, logs: log.append({"step": step, **logs}))
         if self.state.is_main_process:
-            write_jsonl(self.point_dir(point) / "distill_log.jsonl", log)
+            name = "distill_log.jsonl" if self.is_first_seed(seed) else f"distill_log-seed{seed}.jsonl"
+            write_jsonl(self.point_dir(point) / name, log)
 
-    def student_eval(self, point: GridPoint) -> None:
-        self._student_eval(self.point_dir(point) / "student", self.point_dir(point) / "student_eval.json")
+    def student_eval(self, point: GridPoint, seed: int) -> None:
+        self._student_eval(self.student_dir(point, seed), self.student_eval_path(point, seed))
 
     def _student_eval(self, student_dir: Path, output: Path) -> None:
         from harness_plugin.loading import load_model, load_tokenizer
@@ -464,6 +489,11 @@ class Pipeline:
         }
         for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
             metrics.update(_interval_metrics(key, source))
+        seeds = self.config.distill_seeds
+        if len(seeds) > 1:
+            accuracies = self.student_accuracies(point)
+            metrics.update({f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)})
+            metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
         for key, source in (("teacher_accuracy_af", teacher), ("student_accuracy_af", student)):
             if "accuracy_af" in source:
                 metrics[key] = source["accuracy_af"]
@@ -528,9 +558,11 @@ class Pipeline:
             folder = self.point_dir(point)
             teacher = json.loads((folder / "teacher_eval.json").read_text())
             student = json.loads((folder / "student_eval.json").read_text())
+            accuracies = self.student_accuracies(point)
             rows.append({"point": point.name, "sampler": point.sampler, "tau": point.tau, "lam": point.lam,
                          "target": point.target, "teacher_accuracy": teacher["accuracy"],
-                         "student_accuracy": student["accuracy"], "teacher_accuracy_af": teacher.get("accuracy_af"),
+                         "student_accuracy": sum(accuracies) / len(accuracies), "student_accuracy_seeds": accuracies,
+                         "teacher_accuracy_af": teacher.get("accuracy_af"),
                          "student_accuracy_af": student.get("accuracy_af"),
                          **_interval_metrics("teacher", teacher), **_interval_metrics("student", student)})
         summary = {"parent_run_id": parent, "experiment": self.config.experiment,
@@ -540,9 +572,16 @@ class Pipeline:
         _write_json(self.output / "summary.json", summary)
         return summary
 
-    def _outcomes(self, point: GridPoint, who: str) -> dict[str, bool]:
-        rows = read_jsonl(self.point_dir(point) / f"{who}_samples.jsonl")
-        return {str(r["id"]): bool(r["correct"]) for r in rows}
+    def _outcomes(self, point: GridPoint, who: str) -> dict[str, float]:
+        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds."""
+        if who == "teacher":
+            paths = [self.point_dir(point) / "teacher_samples.jsonl"]
+        else:
+            paths = [p.with_name(p.stem.replace("_eval", "_samples") + ".jsonl")
+                     for p in (self.student_eval_path(point, seed) for seed in self.config.distill_seeds)]
+        per_seed = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
+        shared = set.intersection(*(set(d) for d in per_seed))
+        return {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
 
     def endpoints(self) -> list[dict[str, Any]]:
         """The primary endpoint G per tilted sampler (`grid.endpoint`; see `intervals.endpoint_gap`)."""

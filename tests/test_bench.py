@@ -122,8 +122,9 @@ def _free_port():
 
 @pytest.mark.slow
 def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(bench_env, tmp_path):
-    """Calibrated points get their knob from a logged bisection, the comparison at each target comes with a
-    paired interval over test problems, and a rerun skips the finished calibration."""
+    """Calibrated points get their knob from a logged bisection, the comparison at each target and the endpoint G
+    come with intervals over test problems, every point has a student per seed, and a rerun skips the finished
+    calibration."""
     import mlflow
 
     from benchmarks.calibration import BOUNDS
@@ -131,7 +132,7 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
     output = tmp_path / "calibrated"
     sets = ["grid.calibrate=[temperature, antidistillation]", "grid.targets=[0.5]", "grid.calibration.n_problems=8",
             "grid.calibration.probes_per_target=2", "grid.temperature.tau=[0.0]", "grid.antidistillation.lam=[]",
-            "grid.permutation.lam=[]", "grid.endpoint=0.5", "tracking.experiment=calibrated"]
+            "grid.permutation.lam=[]", "grid.endpoint=0.5", "distill.seeds=[0, 1]", "tracking.experiment=calibrated"]
     args = ["--output", str(output), *[part for s in sets for part in ("--set", s)]]
     first = bench(args, bench_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -152,6 +153,10 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
         d = comparison[who]
         assert d["low"] <= d["difference"] <= d["high"] and d["n"] == 16
     assert "minus temperature" in first.stdout
+    for row in summary["rows"]:  # two students per point, the second in its own folder
+        assert len(row["student_accuracy_seeds"]) == 2
+        assert row["student_accuracy"] == pytest.approx(sum(row["student_accuracy_seeds"]) / 2)
+        assert (output / "points" / row["point"] / "student-seed1" / "config.json").is_file()
     (endpoint,) = summary["endpoints"]
     assert endpoint["sampler"] == "antidistillation" and endpoint["n"] == 16
     assert endpoint["G"] is None or endpoint["low"] <= endpoint["G"] <= endpoint["high"]
