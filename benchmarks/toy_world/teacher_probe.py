@@ -41,7 +41,7 @@ def _apply_variant(variant: str) -> None:
 
 def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokenizer: bool, steps: int | None,
           n_test: int, threads: int = 1, variant: str = "all", hidden: int | None = None,
-          fact_fraction: float | None = None) -> dict:
+          fact_fraction: float | None = None, train_seed: int = 1) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -86,14 +86,15 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     replaceable, protected = noise_vocabulary(tok)
     noisy = perturbed_copies(sft, replaceable, protected, noisy_fraction, preset.noise_rate,
                              preset.seed) if noisy_fraction else []
-    model = make_model(preset.teacher, tok, 1)
+    model = make_model(preset.teacher, tok, train_seed)
     started = time.perf_counter()
-    stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, 1, "teacher probe")
+    stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, train_seed, "teacher probe")
     acc, _ = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100, max_new_tokens=preset.max_new_tokens)
     return {"preset": preset_name, "styles": styles, "variant": variant, "hidden": preset.teacher.hidden,
             "fact_fraction": preset.teacher_fact_fraction, "noisy_fraction": noisy_fraction,
             "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
-            "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads}
+            "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads,
+            "train_seed": train_seed}
 
 
 def main() -> None:
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=None, help="teacher width (default: the preset's)")
     parser.add_argument("--fact-fraction", type=float, default=None,
                         help="arithmetic-practice documents per worked solution (default: the preset's)")
+    parser.add_argument("--train-seed", type=int, default=1,
+                        help="seed of the teacher's initialisation and batch order (default 1, the build's): "
+                             "probes with other seeds measure how much one recipe's accuracy varies")
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
@@ -115,7 +119,8 @@ def main() -> None:
     if out.exists():
         parser.error(f"{out} exists: choose another --out")
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
-                   variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction)
+                   variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction,
+                   train_seed=args.train_seed)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}")
