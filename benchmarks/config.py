@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 
 from harness_plugin.errors import AntidistillError
-from harness_plugin.names import SAMPLER_LONG_NAMES
+from harness_plugin.names import PENALTY_METHODS, SAMPLER_LONG_NAMES
 
 DATASETS = ("toy", "gsm8k", "math", "math500")
 SAMPLER_SECTIONS = ("temperature", "antidistillation", "permutation")
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 _SHORT = {long: short for short, long in SAMPLER_LONG_NAMES.items()}
 
 
@@ -264,6 +265,7 @@ class BenchConfig:
             if name is not None and (not isinstance(name, str) or not name.strip() or set(name) & set("'`\"")):
                 raise ConfigError(f"tracking.{key} must be a non-empty name without quotes or backquotes (MLflow "
                                   f"looks it up in a quoted filter), got {name!r}")
+        self._validate_more()
         top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
         if top_p > 1:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")
@@ -278,6 +280,29 @@ class BenchConfig:
             raise ConfigError(f"bad distill settings: {error}") from None
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+    def _validate_more(self) -> None:
+        """Settings that would otherwise fail only after work (a bad penalty after two grid points, for one)."""
+        data = self.data
+        if data["grid"]["penalty"] not in PENALTY_METHODS:
+            raise ConfigError(f"grid.penalty must be one of {', '.join(PENALTY_METHODS)}, got {data['grid']['penalty']!r}")
+        for key in ("dtype", "proxy_dtype"):
+            if data["models"][key] is not None and data["models"][key] not in DTYPE_NAMES:
+                raise ConfigError(f"models.{key} must be null or one of {', '.join(DTYPE_NAMES)}, "
+                                  f"got {data['models'][key]!r}")
+        for section, key, minimum in (("generation", "top_k", 0), ("generation", "seed", 0),
+                                      ("evaluation", "answer_forcing_tokens", 0), ("distill", "batch_size", 1),
+                                      ("distill", "seed", 0)):
+            value = data[section][key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{section}.{key} must be an integer >= {minimum}, got {value!r}")
+        _number(data["distill"]["epochs"], "distill.epochs", strict=True)
+        _number(data["distill"]["learning_rate"], "distill.learning_rate", strict=True)
+        if data["dataset"] == "toy":
+            from .toy_world.presets import PRESETS
+
+            if data["toy_world"] not in PRESETS:
+                raise ConfigError(f"toy_world must be one of {', '.join(sorted(PRESETS))}, got {data['toy_world']!r}")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True)

@@ -61,9 +61,8 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(tmp_path):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunFolderError, match=f"in use by process {holder.pid}"):
-            with exclusive(tmp_path):
-                pass
+        with pytest.raises(RunFolderError, match=f"in use by process {holder.pid}"), exclusive(tmp_path):
+            pass
     finally:
         holder.kill()
         holder.wait()
