@@ -38,6 +38,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True, layout="constrained")
+    drew_intervals = False
     for ax, (panel, x_metric, y_metric, title) in zip(axes, PANELS):
         base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
         drawn = False
@@ -51,6 +52,12 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
             style = SAMPLER_STYLE[sampler]
             ax.scatter(xs, ys, color=style["color"], marker=style["marker"], s=28, alpha=0.85, zorder=3,
                        edgecolors="white", linewidths=0.5)
+            intervals = _point_intervals(results, sampler, x_metric, y_metric)
+            if intervals:
+                drew_intervals = True
+                for x, y, (x_lo, x_hi), (y_lo, y_hi) in intervals:
+                    ax.errorbar([x], [y], xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]],
+                                color=style["color"], alpha=0.5, linewidth=1, capsize=2, zorder=2, fmt="none")
             if len(set(xs)) >= 2:
                 grid = np.linspace(min(xs), max(xs), 120)
                 curve = lowess_with_band(xs, ys, grid, frac=frac, n_boot=n_boot, seed=seed)
@@ -74,6 +81,9 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     handles: list[Artist] = [Line2D([], [], color=SAMPLER_STYLE[s]["color"], marker=SAMPLER_STYLE[s]["marker"], linewidth=2,
                       label=SAMPLER_STYLE[s]["label"]) for s in results.samplers()]
     handles.append(Patch(color="#999999", alpha=0.35, label="LOWESS, 95% bootstrap interval"))
+    if drew_intervals:
+        handles.append(Line2D([], [], color="#777777", marker="|", linewidth=1,
+                              label="95% Wilson interval per point (test problems)"))
     if results.base_accuracy is not None:
         handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle="--",
                               label=f"Undistilled student ({100 * results.base_accuracy:.1f}%)"))
@@ -82,6 +92,19 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     paths = save_figure(fig, directory, stem)
     plt.close(fig)
     return paths
+
+
+def _point_intervals(results: BenchmarkResults, sampler: str, x_metric: str, y_metric: str
+                     ) -> list[tuple[float, float, tuple[float, float], tuple[float, float]]]:
+    """(x, y, x interval, y interval) of the sampler's points whose runs logged `<metric>_low` / `_high`."""
+    out = []
+    for point in results.points:
+        values = [point.metric(name) for name in (x_metric, y_metric, f"{x_metric}_low", f"{x_metric}_high",
+                                                    f"{y_metric}_low", f"{y_metric}_high")]
+        if point.sampler == sampler and all(v is not None for v in values):
+            x, y, x_lo, x_hi, y_lo, y_hi = values  # type: ignore[misc]
+            out.append((x, y, (x_lo, x_hi), (y_lo, y_hi)))
+    return out
 
 
 def write_points_csv(results: BenchmarkResults, directory: str | Path) -> Path:

@@ -232,3 +232,17 @@ def test_fd_error_command_writes_and_logs(store: dict, tiny_dir: Path, tmp_path:
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/fd_error.png", "figures/fd_error.pdf", "figures/fd_error.csv", "figures/fd_error.json"} <= logged
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_points_with_logged_intervals_get_error_bars_and_others_none() -> None:
+    from analysis.runs import BenchmarkResults, GridPoint
+    from analysis.tradeoff import _point_intervals
+
+    with_bars = GridPoint("a", "antidistillation", {}, {
+        "teacher_accuracy": 0.5, "student_accuracy": 0.3, "teacher_accuracy_low": 0.47, "teacher_accuracy_high": 0.53,
+        "student_accuracy_low": 0.27, "student_accuracy_high": 0.33})
+    without = GridPoint("b", "antidistillation", {}, {"teacher_accuracy": 0.4, "student_accuracy": 0.2})
+    results = BenchmarkResults("e", "p", {}, [with_bars, without], None, None)
+    assert _point_intervals(results, "antidistillation", "teacher_accuracy", "student_accuracy") == [
+        (0.5, 0.3, (0.47, 0.53), (0.27, 0.33))]
+    assert _point_intervals(results, "temperature", "teacher_accuracy", "student_accuracy") == []
