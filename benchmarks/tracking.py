@@ -44,23 +44,54 @@ def _quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+@contextmanager
+def _store_initialisation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a sqlite store between processes on this machine.
+
+    Why: MLflow migrates a fresh sqlite database on first use, and processes doing that at once fail with
+    "duplicate column" errors (measured: 3 of 4 processes started together on a fresh store crashed). A file lock
+    beside the database makes the first one migrate and the others wait. Servers handle their own concurrency.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".init.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Find-or-create for the experiment, its parent run, the grid points' runs and model versions."""
 
     def __init__(self, output: Path, experiment: str, registered_model: str) -> None:
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         _quiet_mlflow()
         self.output = output.resolve()
         self.uri, owned = tracking_uri_for(self.output)
-        mlflow.set_tracking_uri(self.uri)
-        self.client = mlflow.MlflowClient(self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = (self.output / "mlartifacts").as_uri() if owned else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = found.experiment_id
+        with _store_initialisation_lock(self.uri):
+            mlflow.set_tracking_uri(self.uri)
+            self.client = mlflow.MlflowClient(self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = (self.output / "mlartifacts").as_uri() if owned else None
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                except MlflowException:  # another process (through a server) created it meanwhile
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+                    self.experiment_id = found.experiment_id
+            else:
+                self.experiment_id = found.experiment_id
         self.experiment = experiment
         self.registered_model = registered_model
         self.output_id = hashlib.sha256(str(self.output).encode()).hexdigest()[:16]

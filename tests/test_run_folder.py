@@ -93,3 +93,24 @@ def test_runs_are_found_again_under_a_path_with_quotes(tmp_path):
     child = tracker.child_run_id(parent, "temperature-tau1")
     again = Tracker(output, "quoted", "quoted-student")
     assert again.parent_run_id("quoted") == parent and again.child_run_id(parent, "temperature-tau1") == child
+
+
+def test_four_processes_on_a_fresh_shared_store_all_succeed_without_duplicates(tmp_path):
+    """MLflow migrates a fresh sqlite store on first use; four processes doing it at once used to crash (3 of 4)."""
+    import os
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    script = ("import sys\nfrom pathlib import Path\nfrom benchmarks.tracking import Tracker\n"
+              "out = Path(sys.argv[1]); out.mkdir()\nt = Tracker(out, 'shared', 'shared-student')\n"
+              "print(t.child_run_id(t.parent_run_id('shared'), 'temperature-tau1'))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"out{i}")], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, [err[-2000:] for _, err in results]
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "shared"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 8 and len({out.strip() for out, _ in results}) == 4  # 4 parents, 4 children
