@@ -135,9 +135,12 @@ class Pipeline:
     @property
     def state(self) -> Any:
         if "state" not in self._cache:
+            import torch
             from accelerate import PartialState
 
-            self._cache["state"] = PartialState()
+            # cpu=True where there is no GPU: accelerate only sees `accelerate launch`'s processes on CPUs then
+            # (without it every rank took itself for the main process, and both took the run folder's lock).
+            self._cache["state"] = PartialState(cpu=not torch.cuda.is_available())
         return self._cache["state"]
 
     def clean_leftovers(self) -> None:

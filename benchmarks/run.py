@@ -55,8 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
         if args.stop_after == "calibration" and not config.calibrated:
             raise ConfigError("--stop-after calibration: this grid has no calibrated sampler (grid.calibrate)")
         check_output(output, config)
+        _check_models(pipeline)
         with exclusive(output) if pipeline.state.is_main_process else contextlib.nullcontext():
-            _check_models(pipeline)
             finished = pipeline.run(stop_after=args.stop_after,
                                     on_stage=lambda stage, seconds: print(f"    done in {seconds:.1f} s", flush=True))
             if not pipeline.state.is_main_process:

@@ -100,6 +100,10 @@ def exclusive(output: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"process {os.getpid()}\n")
         handle.flush()
-        yield
+        try:
+            yield
+        finally:  # still holding the lock: a run that opens the file now fails at once, one that opens it later
+            with contextlib.suppress(FileNotFoundError):  # creates a new file
+                (output / LOCK_NAME).unlink()
     finally:
         handle.close()
