@@ -13,13 +13,17 @@ closest to it: its calibration accuracy is a measurement, not an interpolation.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
 # What each sampler's calibrated knob is, and the range searched (log-bisection, so the range may be wide).
 KNOBS = {"temperature": "tau", "antidistillation": "lam", "permutation": "lam"}
 BOUNDS = {"tau": (0.05, 4.0), "lam": (1e-3, 10.0)}
+CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,14 @@ def probe_dicts(probes: Sequence[Probe]) -> list[dict]:
 
 def probes_from_dicts(rows: Sequence[dict]) -> list[Probe]:
     return [Probe(**row) for row in rows]
+
+
+def calibrated_entries(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The calibrated points of a run folder, by point name ({} before its calibration stage has run)."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    return json.loads(path.read_text())["points"] if path.is_file() else {}
+
+
+def with_calibrated_knob(point: Any, entry: dict[str, Any]) -> Any:
+    """A calibrated grid point (`benchmarks.config.GridPoint`) with the τ and λ its calibration found."""
+    return replace(point, tau=float(entry["tau"]), lam=float(entry["lam"]))

@@ -15,11 +15,10 @@ from typing import Any
 import yaml
 
 from harness_plugin.errors import AntidistillError
-from harness_plugin.names import PENALTY_METHODS, SAMPLER_LONG_NAMES
+from harness_plugin.names import DTYPE_NAMES, PENALTY_METHODS, SAMPLER_LONG_NAMES
 
 DATASETS = ("toy", "gsm8k", "math", "math500")
 SAMPLER_SECTIONS = ("temperature", "antidistillation", "permutation")
-DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 _SHORT = {long: short for short, long in SAMPLER_LONG_NAMES.items()}
 
 

@@ -606,18 +606,16 @@ def _run_models(config: Any) -> dict[str, Any]:
 def run_samplers(config: Any, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """The run's grid points as sampler dicts; calibrated points with their knobs from the run's calibration.json
     (left out while the run has not calibrated them yet)."""
-    import json
-    from dataclasses import replace
+    from .calibration import calibrated_entries, with_calibrated_knob
 
-    path = Path(run_dir) / "calibration.json" if run_dir is not None else None
-    calibrated = json.loads(path.read_text())["points"] if path is not None and path.is_file() else {}
+    calibrated = calibrated_entries(run_dir) if run_dir is not None else {}
     points = []
     for point in config.grid:
         if point.target is not None:
             entry = calibrated.get(point.name)
             if entry is None:
                 continue
-            point = replace(point, tau=float(entry["tau"]), lam=float(entry["lam"]))
+            point = with_calibrated_knob(point, entry)
         points.append({"sampler": point.short_sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps})
     return points
 

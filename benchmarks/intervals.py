@@ -24,7 +24,7 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def paired_outcomes(a: Mapping[str, bool], b: Mapping[str, bool]) -> tuple[list[bool], list[bool]]:
+def paired_outcomes(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[float], list[float]]:
     """The two result lists over the problems both were scored on (by problem id), in one order."""
     shared = sorted(set(a) & set(b))
     if not shared:

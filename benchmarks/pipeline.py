@@ -19,6 +19,7 @@ from typing import Any
 
 from harness_plugin.io import atomic_write_text, read_jsonl, write_jsonl
 
+from .calibration import CALIBRATION_FILE, calibrated_entries, with_calibrated_knob
 from .config import BenchConfig, GridPoint
 
 
@@ -60,7 +61,7 @@ class Pipeline:
         ]
         if self.config.calibrated:
             stages.append(Stage("calibration", "calibrate the grid to target teacher accuracies",
-                                out / "calibration.json", self.calibrate))
+                                out / CALIBRATION_FILE, self.calibrate))
         stages.append(Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json",
                             self.baseline))
         for point in self.config.grid:
@@ -90,13 +91,15 @@ class Pipeline:
         """The first seed's student keeps the plain names (`student/`, `student_eval.json`), as with one seed."""
         return seed == self.config.distill_seeds[0]
 
+    def _per_seed(self, point: GridPoint, seed: int, stem: str, suffix: str = "") -> Path:
+        """`<point>/<stem><suffix>` for the first seed, `<point>/<stem>-seed<N><suffix>` for the others."""
+        return self.point_dir(point) / (f"{stem}{suffix}" if self.is_first_seed(seed) else f"{stem}-seed{seed}{suffix}")
+
     def student_dir(self, point: GridPoint, seed: int) -> Path:
-        name = "student" if self.is_first_seed(seed) else f"student-seed{seed}"
-        return self.point_dir(point) / name
+        return self._per_seed(point, seed, "student")
 
     def student_eval_path(self, point: GridPoint, seed: int) -> Path:
-        name = "student_eval.json" if self.is_first_seed(seed) else f"student_eval-seed{seed}.json"
-        return self.point_dir(point) / name
+        return self._per_seed(point, seed, "student_eval", ".json")
 
     def student_accuracies(self, point: GridPoint) -> list[float]:
         """The point's student accuracy per seed, in the order of `distill.seeds`."""
@@ -107,20 +110,14 @@ class Pipeline:
         """The point with its calibrated knob (from calibration.json); an explicit point as it is."""
         if point.target is None:
             return point
-        from dataclasses import replace
-
-        path = self.output / "calibration.json"
-        if not path.is_file():
-            raise RuntimeError(f"{point.name} is calibrated but {path} does not exist: the calibration stage "
-                               "must run first")
-        entry = json.loads(path.read_text())["points"][point.name]
-        return replace(point, tau=float(entry["tau"]), lam=float(entry["lam"]))
+        entry = self.calibration_entry(point)
+        if entry is None:
+            raise RuntimeError(f"{point.name} is calibrated but {self.output / CALIBRATION_FILE} does not hold "
+                               "it: the calibration stage must run first")
+        return with_calibrated_knob(point, entry)
 
     def calibration_entry(self, point: GridPoint) -> dict[str, Any] | None:
-        path = self.output / "calibration.json"
-        if point.target is None or not path.is_file():
-            return None
-        return json.loads(path.read_text())["points"].get(point.name)
+        return calibrated_entries(self.output).get(point.name) if point.target is not None else None
 
     def describe_plan(self) -> str:
         lines = [f"output: {self.output}", f"preset: {self.config.preset}   dataset: {self.config['dataset']}",
@@ -387,7 +384,7 @@ class Pipeline:
                     "lam_times_grad_norm": value["lam"] * grad_norm,
                     "tilt_nats": value["lam"] * spread if spread is not None else None,
                 }
-        self._write_main(self.output / "calibration.json", {
+        self._write_main(self.output / CALIBRATION_FILE, {
             "n_problems": len(problems), "greedy_accuracy": greedy, "targets_relative": relative,
             "delta_top20_std_median": spread, "grad_norm": grad_norm, "points": points, "probes": saved})
 
@@ -440,8 +437,7 @@ class Pipeline:
         distill_student(self.world()["models"]["student"], traces, output, self.config.distill_config(seed),
                         on_log=lambda step, logs: log.append({"step": step, **logs}))
         if self.state.is_main_process:
-            name = "distill_log.jsonl" if self.is_first_seed(seed) else f"distill_log-seed{seed}.jsonl"
-            write_jsonl(self.point_dir(point) / name, log)
+            write_jsonl(self._per_seed(point, seed, "distill_log", ".jsonl"), log)
 
     def student_eval(self, point: GridPoint, seed: int) -> None:
         self._student_eval(self.student_dir(point, seed), self.student_eval_path(point, seed))
@@ -456,7 +452,7 @@ class Pipeline:
         prompts = self.prompts(problems, tokenizer, None)  # the student gets the bare question in its own template
         metrics, records = self._evaluate(model, tokenizer, problems, prompts, None)
         if self.state.is_main_process:
-            write_jsonl(output.with_name(output.stem.replace("_eval", "_samples") + ".jsonl"), records)
+            write_jsonl(_samples_path(output), records)
             _write_json(output, metrics)
 
     def track(self, point: GridPoint) -> None:
@@ -576,15 +572,17 @@ class Pipeline:
         return summary
 
     def _outcomes(self, point: GridPoint, who: str) -> dict[str, float]:
-        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds."""
-        if who == "teacher":
-            paths = [self.point_dir(point) / "teacher_samples.jsonl"]
-        else:
-            paths = [p.with_name(p.stem.replace("_eval", "_samples") + ".jsonl")
-                     for p in (self.student_eval_path(point, seed) for seed in self.config.distill_seeds)]
-        per_seed = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
-        shared = set.intersection(*(set(d) for d in per_seed))
-        return {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
+        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds (read once)."""
+        key = f"outcomes-{point.name}-{who}"
+        if key not in self._cache:
+            if who == "teacher":
+                paths = [self.point_dir(point) / "teacher_samples.jsonl"]
+            else:
+                paths = [_samples_path(self.student_eval_path(point, seed)) for seed in self.config.distill_seeds]
+            per_seed = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
+            shared = set.intersection(*(set(d) for d in per_seed))
+            self._cache[key] = {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
+        return self._cache[key]
 
     def endpoints(self) -> list[dict[str, Any]]:
         """The primary endpoint G per tilted sampler (`grid.endpoint`; see `intervals.endpoint_gap`)."""
@@ -605,7 +603,7 @@ class Pipeline:
         outcomes = {p.name: (self._outcomes(p, "teacher"), self._outcomes(p, "student")) for p in points}
         ids = sorted(set.intersection(*(set(t) & set(s) for t, s in outcomes.values())))
 
-        def curve(sampler: str) -> list[tuple[list[bool], list[bool]]]:
+        def curve(sampler: str) -> list[tuple[list[float], list[float]]]:
             return [([outcomes[p.name][0][i] for i in ids], [outcomes[p.name][1][i] for i in ids])
                     for p in points if p.sampler == sampler]
 
@@ -638,6 +636,11 @@ class Pipeline:
                 row[who] = paired_bootstrap_difference(a, b, seed=int(self.config["generation"]["seed"]))
             result.append(row)
         return result
+
+
+def _samples_path(evaluation: Path) -> Path:
+    """The per-problem records beside an evaluation: `student_eval-seed1.json` -> `student_samples-seed1.jsonl`."""
+    return evaluation.with_name(evaluation.stem.replace("_eval", "_samples") + ".jsonl")
 
 
 def _interval_metrics(prefix: str, evaluation: dict[str, Any]) -> dict[str, float]:

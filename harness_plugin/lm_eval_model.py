@@ -31,6 +31,7 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from transformers import LogitsProcessorList
 
 from .errors import AntidistillError
+from .names import DTYPE_NAMES
 from .sampling import SAMPLERS, PermutationLogitsProcessor, SamplerConfig
 from .tasks.protocol import ANSWER_FORCING_PROMPT, ANSWER_FORCING_SEPARATOR, ANSWER_FORCING_TASKS
 
@@ -40,7 +41,7 @@ DEFAULT_ANSWER_FORCING_TOKENS = 32
 ANSWER_FORCING_KEY = "answer_forcing"
 SAMPLER_NAMES = {"ads": "ads", "antidistillation": "ads", "permutation": "permutation",
                  "temperature": "temperature"}
-PROXY_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+PROXY_DTYPES = DTYPE_NAMES
 # Spellings people reach for, mapped to our names (they would otherwise flow into from_pretrained unnoticed).
 ALIASES = {"lambda": "lam", "epsilon": "eps", "temperature": "tau", "proxy_student": "proxy"}
 OWN_ARGS = ("pretrained", "teacher", "proxy", "gradient", "sampler", "lam", "eps", "tau", "top_p", "top_k",

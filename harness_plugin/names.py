@@ -1,7 +1,8 @@
-"""Names of samplers and penalty methods, in a module without torch so CLIs and configs can list them cheaply."""
+"""Names of samplers, penalty methods and dtypes, in a module without torch so CLIs and configs can list them cheaply."""
 
 from __future__ import annotations
 
 SAMPLERS: tuple[str, ...] = ("ads", "permutation", "temperature")
 SAMPLER_LONG_NAMES = {"ads": "antidistillation", "permutation": "permutation", "temperature": "temperature"}
 PENALTY_METHODS: tuple[str, ...] = ("fd", "jvp", "head")
+DTYPE_NAMES: tuple[str, ...] = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
