@@ -130,6 +130,7 @@ def distill_student(
     callbacks: Sequence[Any] = (),
     on_log: Callable[[int, dict], None] | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Fine-tune the student at `student_dir` on `traces` ({"question", "completion"} records) into `output_dir`.
 
@@ -184,7 +185,7 @@ def distill_student(
             report_to=[],
             seed=config.seed,
             remove_unused_columns=False,
-            disable_tqdm=False,
+            disable_tqdm=not progress,
             **config.extra_training_args,
         )
         all_callbacks = list(callbacks) + ([_log_callback(on_log)] if on_log else [])

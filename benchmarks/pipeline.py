@@ -435,7 +435,8 @@ class Pipeline:
         log: list[dict[str, Any]] = []
         output = self.student_dir(point, seed)
         distill_student(self.world()["models"]["student"], traces, output, self.config.distill_config(seed),
-                        on_log=lambda step, logs: log.append({"step": step, **logs}))
+                        on_log=lambda step, logs: log.append({"step": step, **logs}),
+                        progress=self.progress and self.state.is_main_process)
         if self.state.is_main_process:
             write_jsonl(self._per_seed(point, seed, "distill_log", ".jsonl"), log)
 

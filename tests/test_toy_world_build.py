@@ -140,11 +140,11 @@ def test_teacher_probe_runs_one_recipe_in_its_own_process(tmp_path) -> None:
     out = tmp_path / "probe.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "benchmarks.toy_world.teacher_probe", "--preset", "smoke", "--variant",
-           "plain-lines", "--noisy-fraction", "0.5", "--n-test", "4", "--out", str(out)]
+           "varied-joins", "--noisy-fraction", "0.5", "--n-test", "4", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["variant"] == "plain-lines" and result["noisy_fraction"] == 0.5 and result["n_test"] == 4
+    assert result["variant"] == "varied-joins" and result["noisy_fraction"] == 0.5 and result["n_test"] == 4
     assert 0.0 <= result["accuracy"] <= 1.0 and result["steps"] == get_preset("smoke").teacher_train.steps
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr

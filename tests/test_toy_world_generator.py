@@ -7,6 +7,7 @@ generator's solution text, and every solution line's arithmetic is re-checked wi
 from __future__ import annotations
 
 import re
+from collections import Counter
 from fractions import Fraction
 from itertools import islice
 
@@ -137,15 +138,41 @@ def test_splits_are_disjoint_and_deterministic() -> None:
         assert not keys[x] & keys[y]
         assert not questions[x] & questions[y]
     assert make_splits(5, sizes) == splits
-    # the test split does not depend on how much training data is asked for
-    assert make_splits(5, {"test": 100, "holdout": 10, "train": 10})["test"] == splits["test"]
+    # with its share fixed, the test split does not depend on how much training data is asked for
+    shares = {"test": 0.1, "holdout": 0.1, "train": 0.8}
+    assert (make_splits(5, {"test": 100, "holdout": 10, "train": 10}, shares=shares)["test"]
+            == make_splits(5, sizes, shares=shares)["test"])
+
+
+def test_every_stratum_is_dealt_to_every_split_in_its_share() -> None:
+    """World v3 dealt test first, so small strata (64 one-step products) went to test and train had none of them.
+
+    Dealt by hash, each stratum (template, step count) gives train about its share of its distinct problems, so
+    no kind of test problem is missing from train, however small its stratum.
+    """
+    d = Difficulty(min_steps=1, max_steps=2, max_factor=9, max_value=99)
+    sizes = {"test": 400, "holdout": 400, "train": 3000}
+    shares = {"test": 0.1, "holdout": 0.1, "train": 0.8}
+    splits = make_splits(2, sizes, "gsm8k", d, shares=shares)
+
+    def strata(records: list[dict]) -> Counter:
+        return Counter(f"{r['template']}{r['params']['n_steps']}" for r in records)
+
+    test, train = strata(splits["test"]), strata(splits["train"])
+    assert set(test) <= set(train)
+    for one_step in ("shopping1", "rates1", "sharing1", "savings1"):  # 64 problems each: train gets most of them
+        assert train[one_step] >= 40, (one_step, train[one_step])
+        assert test[one_step] <= 15, (one_step, test[one_step])
+    with pytest.raises(ValueError, match="shares"):
+        make_splits(2, sizes, shares={"test": 0.5, "train": 0.5})
 
 
 def test_reworded_train_split_stays_disjoint_from_test_and_holdout() -> None:
     """Rewordings add questions to train only: each is new text, none shares a problem with test or holdout."""
-    sizes = {"test": 50, "holdout": 50, "train": 1500}
+    sizes = {"test": 30, "holdout": 30, "train": 1500}
     d = Difficulty(min_steps=1, max_steps=1, max_factor=4, max_value=30)
-    splits = make_splits(3, sizes, "gsm8k", d, reworded=("train",))
+    shares = {"test": 0.25, "holdout": 0.25, "train": 0.5}
+    splits = make_splits(3, sizes, "gsm8k", d, reworded=("train",), shares=shares)
     assert {k: len(v) for k, v in splits.items()} == sizes
     keys = {name: [(r["template"], str(sorted(r["params"].items()))) for r in recs] for name, recs in splits.items()}
     assert not set(keys["train"]) & (set(keys["test"]) | set(keys["holdout"]))
@@ -153,7 +180,7 @@ def test_reworded_train_split_stays_disjoint_from_test_and_holdout() -> None:
     assert len(set(keys["train"])) < sizes["train"]  # some problems do come in several wordings
     assert len(set(keys["test"])) == sizes["test"]  # the others do not
     with pytest.raises(ValueError, match="distinct"):  # the same bounds without rewordings run out
-        make_splits(3, sizes, "gsm8k", d)
+        make_splits(3, sizes, "gsm8k", d, shares=shares)
 
 
 def test_too_small_world_fails_clearly() -> None:
@@ -184,12 +211,11 @@ def test_generic_corpus_has_facts_but_no_solutions() -> None:
 def test_every_preset_fits_its_difficulty(name: str) -> None:
     """The presets ask for splits close to the number of distinct problems their bounds allow: dealing them
     must succeed, with every split full and every problem within the preset's step bounds."""
-    from benchmarks.toy_world.presets import get_preset
+    from benchmarks.toy_world.presets import get_preset, gsm8k_splits
 
     preset = get_preset(name)
     sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
-    reworded = ("train",) if preset.train_rewordings else ()
-    splits = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded)
+    splits = gsm8k_splits(preset)
     assert {k: len(v) for k, v in splits.items()} == sizes
     d = preset.difficulty
     assert all(d.min_steps <= p["params"]["n_steps"] <= d.max_steps for p in splits["train"])

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.intervals import wilson_interval
-from benchmarks.toy_world.presets import Preset, get_preset
+from benchmarks.toy_world.presets import Preset, get_preset, gsm8k_splits
 from benchmarks.toy_world.workers import TrainJob, build_workers, train_models
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
-BUILD_VERSION = "3"  # v3: reading-order phrasings, noise never on arithmetic tokens, length-bucketed batches
+BUILD_VERSION = "4"  # v4: splits dealt by hash per stratum (v3 left train without the small strata)
 _HASHED_SOURCES = [
     "toy_world/generator.py",
     "toy_world/vocab.py",
@@ -234,12 +234,8 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
 
     # 1. data
     step("data")
-    sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
     math_sizes = {"test": preset.n_math_test, "holdout": preset.n_math_holdout, "train": preset.n_math_train}
-    reworded = ("train",) if preset.train_rewordings else ()
-    gsm = clock.run(
-        "data", lambda: make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded, preset.solution_styles)
-    )
+    gsm = clock.run("data", lambda: gsm8k_splits(preset))
     maths = make_splits(preset.seed, math_sizes, "math", preset.difficulty)
     for family, splits in (("gsm8k", gsm), ("math", maths)):
         for split, records in splits.items():
@@ -324,7 +320,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
                  pretraining(s_tok), 3),
         TrainJob("proxy", preset.proxy, preset.proxy_train, out / "tokenizer_teacher", pretraining(t_tok), 2),
     ]
-    report["data"] = {"teacher_examples": len(sft), "teacher_noisy_copies": len(noisy), "teacher_facts": len(facts),
+    report["data"] = {"strata": _strata(gsm), "teacher_examples": len(sft), "teacher_noisy_copies": len(noisy), "teacher_facts": len(facts),
                       "student_docs": len(student_docs), "student_qa": len(qa_problems)}
     for role, result in clock.run("models", lambda: train_models(jobs, out)).items():
         report["params"][role] = result["params"]
@@ -413,6 +409,14 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
         _trace_correct(t["completion"], t["final"]) for t in traces
     ) / max(1, len(traces))
     return report
+
+
+def _strata(splits: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
+    """Problems per stratum (template and step count) in each split: the report shows that train covers test."""
+    from collections import Counter
+
+    return {name: dict(sorted(Counter(f"{r['template']}/{r['params']['n_steps']}" for r in records).items()))
+            for name, records in splits.items()}
 
 
 def _trace_correct(completion: str, final: str) -> bool:

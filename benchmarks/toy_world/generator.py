@@ -12,6 +12,7 @@ independently of the solution text.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Callable, Collection, Iterator
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import gcd
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 NAMES = [
     "Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack",
@@ -134,20 +135,27 @@ class _Steps:
             connector = rng.choice(_CONNECTORS) if i > 0 else ""
             out.append(connector + _after_connector(text) if connector else text)
             if rng.random() < 0.25:
-                remark = side_remark(question, rng, self.d)
+                remark = side_remark(question, rng)
                 if remark:
                     out.append(remark)
         return "\n".join([*out, f"#### {final}"])
 
 
+# How an arithmetic line joins its operation to its result. World v3 varied it (`=`, `is`, `, which is`, `, that
+# is`). Measured with the teacher probe on v4's splits (n = 1,000, training seeds 1 and 2): 40.1% and 20.4% with
+# the varied joins, 50.2% and 39.1% with `=` alone. Our reading: a tiny model finds the operands at a fixed
+# distance before the result, and a varied join moves them (the student's arithmetic facts use `=` too). The
+# harmless choices now sit around the equation (connectors, verbs, remarks, openings), never inside it.
+_JOINS: tuple[str, ...] = (" =",)
+
+
 def _style_line(line: _Calc, rng: random.Random) -> str:
     """One phrasing of an arithmetic line, always in reading order: what is computed, the operands, the result.
 
-    Why only the join varies (`=`, `is`, `, which is`...): in world v2 two of three phrasings put the equation
-    before what it computes, and that cost the teacher 25 points (probe: 34% with them, 60% with plain lines).
-    The choice of join is harmless entropy at a non-digit position of every line.
+    Why reading order: in world v2 two of three phrasings put the equation before what it computes, and that
+    cost the teacher 25 points (probe: 34% with them, 60% with plain lines).
     """
-    join = rng.choice((" =", " =", " is", ", which is", ", that is"))
+    join = rng.choice(_JOINS) if len(_JOINS) > 1 else _JOINS[0]
     return f"{line.before} {line.a} {line.op} {line.b}{join} {line.result}{line.after}."
 
 
@@ -161,7 +169,7 @@ def _restate(question: str, rng: random.Random) -> str:
     return f"{rng.choice(('The question is:', 'We are asked:', 'We want to know:'))} {sentence}"
 
 
-def side_remark(question: str, rng: random.Random, d: Difficulty) -> str | None:
+def side_remark(question: str, rng: random.Random) -> str | None:
     """A true, checkable fact about the question's numbers (parity, order) that the answer does not use.
 
     No arithmetic here: a sum in a remark is one more place for a tiny teacher to err and to pick up numbers
@@ -518,6 +526,28 @@ def generate_problems(
         raise ValueError(f"unknown problem family {family!r}: use 'gsm8k' or 'math'")
 
 
+def split_shares(sizes: dict[str, int], shares: dict[str, float] | None = None) -> dict[str, float]:
+    """The share of every problem stratum each split is dealt: `shares` checked, else proportional to `sizes`."""
+    if shares is None:
+        total = sum(sizes.values())
+        if total <= 0:
+            raise ValueError(f"need at least one problem in some split, got sizes {sizes}")
+        return {name: size / total for name, size in sizes.items()}
+    if set(shares) != set(sizes) or any(v <= 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-9:
+        raise ValueError(f"split shares {shares} must be positive, name the splits {sorted(sizes)} and sum to 1")
+    return dict(shares)
+
+
+def _bucket(seed: int, key: str, cumulative: list[tuple[float, str]]) -> str:
+    """The split a problem belongs to: a uniform number from its key's hash, read against the cumulative shares."""
+    digest = hashlib.sha256(f"split-{seed}-{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    for edge, name in cumulative:
+        if u < edge:
+            return name
+    return cumulative[-1][1]
+
+
 def make_splits(
     seed: int,
     sizes: dict[str, int],
@@ -525,40 +555,49 @@ def make_splits(
     difficulty: Difficulty | None = None,
     reworded: Collection[str] = (),
     style: bool = True,
+    shares: dict[str, float] | None = None,
 ) -> dict[str, list[dict]]:
-    """Draw unique problems and deal them into splits in the order given (e.g. test, holdout, train).
+    """Draw unique problems and deal each to the split its key hashes to, until every split is full.
 
-    Test is dealt first so its size and content do not depend on how much training data a preset asks for:
-    two presets with the same seed and test size share the test split. Splits never share a problem (its
-    template and numbers). A split named in `reworded` may also hold other wordings (names, items) of its own
-    problems, unique by question text: measured on the toy world, a teacher trained on 12,000 such questions
-    learns to read the numbers off the question, where one trained on a few thousand memorises them.
-    Raises when the generator runs out of distinct problems (the bounds are too tight for the sizes requested).
+    Why hashing: some strata of problems are tiny (a one-step product of two factors <= 9 has 64 problems), and
+    world v3 dealt splits in turn (test first), so a 1,000-problem test split took every such problem and the
+    train split had none: 40% of the test problems were of kinds the teacher never saw. A problem's split is
+    fixed by a hash of its key, with `shares` (default: proportional to `sizes`), so every stratum is dealt in
+    the same proportions, whatever its size. A split's content depends only on the seed, its share and its own
+    size, never on how much another split asks for. Splits never share a problem (its template and numbers). A
+    split named in `reworded` may also hold other wordings (names, items) of its own problems, unique by question
+    text: measured on the toy world, a teacher trained on 12,000 such questions learns to read the numbers off
+    the question, where one trained on a few thousand memorises them.
+    Raises when a split's share runs out of distinct problems (the bounds are too tight for the sizes requested).
     """
-    seen: set[str] = set()
+    edge, cumulative = 0.0, []
+    for name, share in split_shares(sizes, shares).items():
+        edge += share
+        cumulative.append((edge, name))
     splits: dict[str, list[dict]] = {name: [] for name in sizes}
+    keys: dict[str, set[str]] = {name: set() for name in sizes}
+    questions: dict[str, set[str]] = {name: set() for name in sizes}
     stream = generate_problems(seed, family, difficulty, style)
-    misses = 0
-    for name, size in sizes.items():
-        own_keys: set[str] = set()
-        own_questions: set[str] = set()
-        while len(splits[name]) < size:
-            problem = next(stream)
-            key = problem.key()
-            rewording = name in reworded and key in own_keys and problem.question not in own_questions
-            if key in seen and not rewording:
-                misses += 1
-                if misses > 5_000:  # consecutive duplicates: the space of distinct problems is exhausted
-                    raise ValueError(
-                        f"only {len(seen)} distinct {family} problems fit the difficulty bounds; "
-                        "ask for smaller splits or raise max_value/max_factor"
-                    )
-                continue
-            misses = 0
-            seen.add(key)
-            own_keys.add(key)
-            own_questions.add(problem.question)
-            splits[name].append({"id": f"toy-{family}-{name}-{len(splits[name])}", **problem.to_dict()})
+    idle = 0  # consecutive draws that added nothing to a split still filling
+    while any(len(splits[name]) < size for name, size in sizes.items()):
+        problem = next(stream)
+        key = problem.key()
+        name = _bucket(seed, key, cumulative)
+        fresh = key not in keys[name]
+        rewording = name in reworded and not fresh and problem.question not in questions[name]
+        if len(splits[name]) >= sizes[name] or not (fresh or rewording):
+            idle += 1
+            if idle > 200_000:
+                short = [f"{n} ({len(splits[n])} of {sizes[n]})" for n in sizes if len(splits[n]) < sizes[n]]
+                raise ValueError(
+                    f"only {sum(len(k) for k in keys.values())} distinct {family} problems fit the difficulty "
+                    f"bounds, too few for {', '.join(short)}: ask for smaller splits or raise max_value/max_factor"
+                )
+            continue
+        idle = 0
+        keys[name].add(key)
+        questions[name].add(problem.question)
+        splits[name].append({"id": f"toy-{family}-{name}-{len(splits[name])}", **problem.to_dict()})
     return splits
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 VARIANTS = {
     "all": "every style element (the preset's solutions)",
     "no-extras": "no side remarks and no opening line (phrasings, connectors, restatements stay)",
-    "plain-lines": "every arithmetic line in the plain form with '=' (connectors, openings, remarks stay)",
+    "varied-joins": "world v3's four joins of an arithmetic line ('=', 'is', ', which is', ', that is')",
 }
 
 
@@ -33,8 +33,8 @@ def _apply_variant(variant: str) -> None:
     if variant == "no-extras":
         generator.side_remark = lambda *args, **kwargs: None  # type: ignore[assignment]
         generator._OPENINGS = ("",)  # type: ignore[assignment]
-    elif variant == "plain-lines":
-        generator._style_line = lambda line, rng: line.plain()  # type: ignore[assignment]
+    elif variant == "varied-joins":
+        generator._JOINS = (" =", " =", " is", ", which is", ", that is")  # type: ignore[assignment]
     elif variant != "all":
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
 
@@ -46,8 +46,8 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     from transformers import AutoTokenizer
 
     from benchmarks.evaluate import evaluate_accuracy
-    from benchmarks.toy_world.generator import generic_corpus, make_splits, story
-    from benchmarks.toy_world.presets import get_preset
+    from benchmarks.toy_world.generator import generic_corpus, story
+    from benchmarks.toy_world.presets import get_preset, gsm8k_splits
     from benchmarks.toy_world.train import (
         encode_pairs,
         make_model,
@@ -65,9 +65,7 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     if fact_fraction is not None:
         preset = replace(preset, teacher_fact_fraction=fact_fraction)
     spec = replace(preset.teacher_train, steps=steps) if steps else preset.teacher_train
-    sizes = {"test": preset.n_test, "holdout": preset.n_holdout, "train": preset.n_train}
-    gsm = make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, ("train",) if preset.train_rewordings else (),
-                      styles)
+    gsm = gsm8k_splits(preset, styles)
     style = STYLES["teacher"]
     texts = [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in gsm["train"][:4000]]
     if docs_in_tokenizer:
