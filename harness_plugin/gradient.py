@@ -61,6 +61,47 @@ def _model_identity(model: PreTrainedModel) -> tuple[str, str | None]:
     return str(getattr(config, "_name_or_path", "") or type(model).__name__), getattr(config, "_commit_hash", None)
 
 
+_FINGERPRINT_TENSORS = 32  # the first and the last this many parameters, by name
+_FINGERPRINT_VALUES = 16  # evenly spaced values from each
+# bf16 keeps about 3 significant digits: the same weights loaded in another dtype differ by about 0.4% per value,
+# other weights (another checkpoint, a fine-tune) by tens of percent.
+_FINGERPRINT_RTOL = 0.02
+
+
+def weights_fingerprint(model: torch.nn.Module) -> list[list[float]]:
+    """A few fixed weights from each of some parameters of `model`: enough to tell checkpoints of one shape apart.
+
+    Why values, not a hash: the gradient is often computed on an fp32 proxy and used with a bf16 one; a hash
+    would call them different, a relative comparison per tensor (`same_weights`) does not.
+    """
+    named = sorted((_strip_prefixes(n), p) for n, p in model.named_parameters())
+    if len(named) > 2 * _FINGERPRINT_TENSORS:
+        named = named[:_FINGERPRINT_TENSORS] + named[-_FINGERPRINT_TENSORS:]
+    out: list[list[float]] = []
+    with torch.no_grad():
+        for _, param in named:
+            flat = param.detach().reshape(-1)
+            index = torch.linspace(0, flat.numel() - 1, min(_FINGERPRINT_VALUES, flat.numel())).long()
+            out.append(flat[index.to(flat.device)].float().cpu().tolist())
+    return out
+
+
+def same_weights(recorded: Sequence[Sequence[float]], current: Sequence[Sequence[float]]) -> bool:
+    """True when every tensor's sampled values agree within bf16 rounding, relative to that tensor's size.
+
+    Per tensor, because norm weights near 1 would hide changed matrices near 0.02 in one overall comparison.
+    """
+    if len(recorded) != len(current):
+        return False
+    for old, new in zip(recorded, current):
+        if len(old) != len(new):
+            return False
+        a, b = torch.tensor(list(old), dtype=torch.float64), torch.tensor(list(new), dtype=torch.float64)
+        if not bool(torch.isfinite(b).all()) or float((a - b).norm()) > _FINGERPRINT_RTOL * float(a.norm()) + 1e-9:
+            return False
+    return True
+
+
 def _pad_batch(batch: Sequence[EncodedTrace], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask, and labels with prompt and padding set to -100."""
     width = max(len(t.input_ids) for t in batch)
@@ -148,6 +189,7 @@ class ProxyGradient:
             "proxy_name": name,
             "proxy_revision": revision,
             "proxy_class": type(proxy).__name__,
+            "proxy_fingerprint": weights_fingerprint(proxy),
             "dtype": "float32",
             "world_size": world,
             "max_length": max_length,
@@ -184,7 +226,8 @@ class ProxyGradient:
         return gradient
 
     def check_matches(self, proxy: torch.nn.Module, source: str = "the gradient") -> None:
-        """Raise `GradientMismatchError` unless every proxy parameter has a gradient of the same shape."""
+        """Raise `GradientMismatchError` unless every proxy parameter has a gradient of the same shape, and the
+        proxy's weights are those the gradient was computed for (when the file records them; older files do not)."""
         expected = {_strip_prefixes(n): tuple(p.shape) for n, p in proxy.named_parameters()}
         given = {n: tuple(t.shape) for n, t in self.tensors.items()}
         missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
@@ -202,6 +245,14 @@ class ProxyGradient:
             raise GradientMismatchError(
                 f"{source} was computed for {self.metadata.get('proxy_name', 'another model')!r}, not for the proxy "
                 f"{proxy_name!r}: {'; '.join(details)}. Recompute it for this proxy with `antidistill gradient`."
+            )
+        recorded = self.metadata.get("proxy_fingerprint")
+        if recorded is not None and not same_weights(recorded, weights_fingerprint(proxy)):
+            proxy_name = getattr(getattr(proxy, "config", None), "_name_or_path", type(proxy).__name__)
+            raise GradientMismatchError(
+                f"{source} was computed for a proxy with other weights ({self.metadata.get('proxy_name')!r}) than "
+                f"the proxy in use ({proxy_name!r}); the shapes match, the checkpoints do not. Recompute it for this "
+                "proxy with `antidistill gradient`, or point to the proxy it was computed for."
             )
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

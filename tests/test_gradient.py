@@ -97,6 +97,26 @@ def test_missing_and_mismatched_gradient_files(proxy, tiny_dir, tmp_path):
         ProxyGradient.load(tmp_path / "g", proxy=teacher)
 
 
+def test_gradient_of_another_checkpoint_with_the_same_shapes_is_refused(proxy, tmp_path):
+    """Shapes match, weights do not: a gradient of one checkpoint must not steer sampling with another.
+    The same weights in bf16 (the usual CUDA load of a proxy whose gradient came from fp32) still fit."""
+    import copy
+
+    model, tokenizer = proxy
+    ProxyGradient.compute(model, tokenizer, TRACES, progress=False).save(tmp_path / "g")
+    torch.manual_seed(1)
+    for changed in ("model.layers.0.mlp.down_proj.weight", None):  # one matrix, then every parameter
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, param in other.named_parameters():
+                if changed in (None, name):
+                    param.mul_(1 + 0.1 * torch.randn_like(param))  # changes of about 10%, like a short fine-tune
+        with pytest.raises(GradientMismatchError, match="other weights"):
+            ProxyGradient.load(tmp_path / "g", proxy=other)
+    ProxyGradient.load(tmp_path / "g", proxy=copy.deepcopy(model).to(torch.bfloat16))
+    ProxyGradient.load(tmp_path / "g", proxy=model)
+
+
 def test_empty_traces_and_traces_without_completion_tokens(proxy):
     model, tokenizer = proxy
     with pytest.raises(AntidistillError, match="no traces"):
