@@ -146,5 +146,7 @@ def test_teacher_probe_runs_one_recipe_in_its_own_process(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert result["variant"] == "varied-joins" and result["noisy_fraction"] == 0.5 and result["n_test"] == 4
     assert 0.0 <= result["accuracy"] <= 1.0 and result["steps"] == get_preset("smoke").teacher_train.steps
+    completions = [json.loads(line) for line in out.with_suffix(".completions.jsonl").read_text().splitlines()]
+    assert len(completions) == 4 and sum(r["correct"] for r in completions) / 4 == result["accuracy"]
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr

@@ -87,12 +87,13 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     model = make_model(preset.teacher, tok, train_seed)
     started = time.perf_counter()
     stats = train_lm(model, sft + noisy + facts, spec, tok.pad_token_id, train_seed, "teacher probe")
-    acc, _ = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100, max_new_tokens=preset.max_new_tokens)
+    acc, records = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100,
+                                     max_new_tokens=preset.max_new_tokens)
     return {"preset": preset_name, "styles": styles, "variant": variant, "hidden": preset.teacher.hidden,
             "fact_fraction": preset.teacher_fact_fraction, "noisy_fraction": noisy_fraction,
             "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
             "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads,
-            "train_seed": train_seed}
+            "train_seed": train_seed, "records": records}
 
 
 def main() -> None:
@@ -114,14 +115,18 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists():
-        parser.error(f"{out} exists: choose another --out")
+    for path in (out, out.with_suffix(".completions.jsonl")):
+        if path.exists():
+            parser.error(f"{path} exists: choose another --out")
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
                    variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction,
                    train_seed=args.train_seed)
+    records = result.pop("records")
+    completions = out.with_suffix(".completions.jsonl")
     out.write_text(json.dumps(result, indent=2) + "\n")
+    completions.write_text("".join(json.dumps(r) + "\n" for r in records))
     print(json.dumps(result, indent=2))
-    print(f"written to {out}")
+    print(f"written to {out}; the test completions to {completions}")
 
 
 if __name__ == "__main__":
