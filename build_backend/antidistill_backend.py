@@ -21,12 +21,20 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (every hook we do not override)
 
 PTH_NAME = "antidistill_lm_eval.pth"
-# site.py executes .pth lines that start with "import". The try keeps a stale file (package gone, editable source
-# moved) silent; nothing else is imported, so an interpreter that never imports lm-eval pays about a millisecond.
-PTH_LINE = (
-    "import sys; exec('try:\\n import harness_plugin.lm_eval_hook as h\\nexcept ImportError:\\n pass\\n"
-    "else:\\n h.install_at_startup()')\n"
+# site.py executes .pth lines that start with "import". `ANTIDISTILL_LM_EVAL_HOOK=0` skips even the import of the
+# hook module. A stale file (package uninstalled, editable source moved) stays silent; any other failure prints one
+# line, never a traceback, and the interpreter starts as usual.
+_PTH_CODE = (
+    "if os.environ.get('ANTIDISTILL_LM_EVAL_HOOK', '1').strip().lower() not in ('0', 'false', 'no', 'off'):\n"
+    " try:\n"
+    "  import harness_plugin.lm_eval_hook as h\n"
+    "  h.install_at_startup()\n"
+    " except Exception as e:\n"
+    "  if not (isinstance(e, ImportError) and str(getattr(e, 'name', '') or '').startswith('harness_plugin')):\n"
+    "   sys.stderr.write('antidistill: lm-eval start-up hook skipped (%s: %s); set ANTIDISTILL_LM_EVAL_HOOK=0 "
+    "to silence this\\n' % (type(e).__name__, e))\n"
 )
+PTH_LINE = f"import os, sys; exec({_PTH_CODE!r})\n"
 
 
 def _record_line(name: str, data: bytes) -> str:

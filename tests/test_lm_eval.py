@@ -314,6 +314,27 @@ def test_pth_line_is_harmless_without_the_package(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "False" and not result.stderr
 
 
+def test_pth_line_switch_skips_the_import_and_a_broken_package_prints_one_line(tmp_path):
+    sys.path.insert(0, str(ROOT / "build_backend"))
+    try:
+        from antidistill_backend import PTH_LINE
+    finally:
+        sys.path.remove(str(ROOT / "build_backend"))
+    probe = "import sys\nprint('harness_plugin.lm_eval_hook' in sys.modules)"
+    # -S: only this line runs (no installed .pth); PYTHONPATH puts the source tree in reach
+    on = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=str(ROOT))
+    assert on.stdout.strip() == "True", on.stderr
+    off = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=str(ROOT), ANTIDISTILL_LM_EVAL_HOOK="0")
+    assert off.returncode == 0 and off.stdout.strip() == "False" and not off.stderr
+    broken = tmp_path / "broken" / "harness_plugin"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
+    result = _python(PTH_LINE + "print('started')", tmp_path, "-S", PYTHONPATH=str(broken.parent))
+    assert result.returncode == 0 and result.stdout.strip() == "started"
+    assert len(result.stderr.splitlines()) == 1 and "half-installed" in result.stderr
+    assert "Traceback" not in result.stderr and "ANTIDISTILL_LM_EVAL_HOOK=0" in result.stderr
+
+
 @pytest.mark.slow
 def test_wheels_carry_the_pth_file(tmp_path):
     import base64
