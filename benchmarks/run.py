@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-BUDGETS_S = {"toy": 20 * 60, "smoke": 3 * 60}
+BUDGETS_S = {"toy": 25 * 60, "smoke": 3 * 60}  # issue 13: toy <= 25 min with a built world
 
 
 def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
