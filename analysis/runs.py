@@ -71,6 +71,17 @@ class BenchmarkResults:
     base_accuracy: float | None
     base_accuracy_af: float | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    parent_metrics: dict[str, float] = field(default_factory=dict)
+
+    def endpoint(self) -> tuple[float, dict[str, tuple[float, float | None, float | None]]] | None:
+        """(T*, {sampler: (G, low, high)}) when the benchmark logged its primary endpoint, else None."""
+        t_star = self.parent_metrics.get("T_star")
+        if t_star is None:
+            return None
+        m = self.parent_metrics
+        gaps = {sampler: (m[f"G_{sampler}"], m.get(f"G_{sampler}_low"), m.get(f"G_{sampler}_high"))
+                for sampler in SAMPLER_ORDER if f"G_{sampler}" in m}
+        return (t_star, gaps) if gaps else None
 
     def describe(self, key: str) -> str | None:
         """A title parameter from the parent run, else the most common value among the children."""
@@ -188,6 +199,7 @@ def load_results(tracking_uri: str, experiment: str | None = None, run_id: str |
         base_accuracy=_base_accuracy(parent, children, "student_base_accuracy"),
         base_accuracy_af=_base_accuracy(parent, children, "student_base_accuracy_af"),
         skipped=skipped,
+        parent_metrics={k: float(v) for k, v in parent.data.metrics.items()},
     )
 
 

@@ -65,6 +65,8 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
                 ax.plot(grid, curve.fit, color=style["color"], linewidth=2)
         if base is not None:
             ax.axhline(base, color=BASELINE_COLOR, linestyle="--", linewidth=1.3, zorder=2)
+        if panel == "raw" and drawn:
+            _draw_endpoint(ax, results)
         if not drawn:
             ax.text(0.5, 0.5, f"no {x_metric} / {y_metric}\nlogged in this experiment", transform=ax.transAxes,
                     ha="center", va="center", color=BASELINE_COLOR)
@@ -92,6 +94,21 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     paths = save_figure(fig, directory, stem)
     plt.close(fig)
     return paths
+
+
+def _draw_endpoint(ax, results: BenchmarkResults) -> None:
+    """The primary endpoint: a vertical line at T*, labelled with G and its interval per tilted sampler."""
+    endpoint = results.endpoint()
+    if endpoint is None:
+        return
+    t_star, gaps = endpoint
+    ax.axvline(t_star, color=BASELINE_COLOR, linestyle=":", linewidth=1.2, zorder=1)
+    lines = [f"T* = {100 * t_star:.1f}%"]
+    for sampler, (gap, low, high) in gaps.items():
+        interval = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and high is not None else ""
+        lines.append(f"G vs {SAMPLER_STYLE[sampler]['label'].lower()}: {100 * gap:+.1f}{interval}")
+    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "#cccccc"})
 
 
 def _point_intervals(results: BenchmarkResults, sampler: str, x_metric: str, y_metric: str

@@ -246,3 +246,35 @@ def test_points_with_logged_intervals_get_error_bars_and_others_none() -> None:
     assert _point_intervals(results, "antidistillation", "teacher_accuracy", "student_accuracy") == [
         (0.5, 0.3, (0.47, 0.53), (0.27, 0.33))]
     assert _point_intervals(results, "temperature", "teacher_accuracy", "student_accuracy") == []
+
+
+def test_endpoint_is_read_from_the_parent_and_marked_in_the_figure(tmp_path: Path) -> None:
+    """T* and G (with its interval) come from the parent run's metrics; the raw panel shows them as text."""
+    from analysis.runs import BenchmarkResults, GridPoint
+    from analysis.tradeoff import plot_tradeoff
+
+    points = [GridPoint(str(i), sampler, {}, {"teacher_accuracy": t, "student_accuracy": s})
+              for i, (sampler, t, s) in enumerate([("temperature", 0.6, 0.4), ("temperature", 0.3, 0.2),
+                                                   ("antidistillation", 0.5, 0.25), ("antidistillation", 0.2, 0.1)])]
+    metrics = {"T_star": 0.42, "G_antidistillation": 0.031, "G_antidistillation_low": -0.012,
+               "G_antidistillation_high": 0.07}
+    results = BenchmarkResults("e", "p", {}, points, 0.15, None, parent_metrics=metrics)
+    t_star, gaps = results.endpoint()
+    assert t_star == 0.42 and gaps == {"antidistillation": (0.031, -0.012, 0.07)}
+    assert BenchmarkResults("e", "p", {}, points, 0.15, None).endpoint() is None
+
+    import matplotlib.figure
+
+    texts: list[str] = []
+    original = matplotlib.figure.Figure.savefig
+
+    def keep_texts(figure, *args, **kwargs):
+        texts.extend(t.get_text() for ax in figure.axes for t in ax.texts)
+        return original(figure, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = keep_texts  # type: ignore[method-assign]
+    try:
+        plot_tradeoff(results, tmp_path, n_boot=20)
+    finally:
+        matplotlib.figure.Figure.savefig = original  # type: ignore[method-assign]
+    assert any("T* = 42.0%" in t and "+3.1 [-1.2, +7.0]" in t for t in texts), texts
