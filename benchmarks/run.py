@@ -26,6 +26,8 @@ def add_run_command(bench_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<preset>)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (stages, grid, skips) and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="do not draw the figures at the end (`antidistill figures` draws them later)")
     parser.add_argument("--stop-after", choices=("holdout", "gradient", "calibration", "baseline"), default=None,
                         help="stop after this stage (e.g. to compute only the proxy gradient)")
     parser.set_defaults(func=run_command)
@@ -70,7 +72,30 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     elapsed = time.perf_counter() - started
     _print_summary(summary, pipeline, elapsed, config.preset)
+    if not args.no_figures:
+        _draw_figures(summary, output)
     return 0
+
+
+def _draw_figures(summary: dict, output: Path) -> None:
+    """The trade-off figure and summary table into `<output>/figures`, logged to the parent run.
+
+    The results are already safe in MLflow and summary.json, so a failure here prints one line with the command
+    that retries it, and the run still succeeds.
+    """
+    from analysis.cli import run_figures
+
+    command = (f"antidistill figures --tracking-uri {summary['tracking_uri']} --run-id {summary['parent_run_id']} "
+               f"--output {output / 'figures'}")
+    print("\nfigures:")
+    args = argparse.Namespace(tracking_uri=summary["tracking_uri"], experiment=None,
+                              run_id=summary["parent_run_id"], output=output / "figures", levels=None,
+                              bootstrap=1000, frac=2 / 3, seed=0, no_log=False)
+    try:
+        if run_figures(args) != 0:
+            print(f"figures were not drawn; retry with: {command}")
+    except Exception as error:  # the figures are a convenience: never lose a finished run to them
+        print(f"figures were not drawn ({type(error).__name__}: {error}); retry with: {command}")
 
 
 def _check_models(pipeline: object) -> None:
@@ -124,5 +149,3 @@ def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str)
     print(f"\ntotal {elapsed / 60:.1f} min{budget_note}; outputs in {output}")
     print(f"MLflow experiment {summary['experiment']!r}, parent run {summary['parent_run_id']}")
     print(f"browse: {ui_command(summary['tracking_uri'], output)}")
-    print(f"figures: antidistill figures --tracking-uri {summary['tracking_uri']} "
-          f"--experiment {summary['experiment']} --output {output / 'figures'}")

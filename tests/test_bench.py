@@ -96,6 +96,10 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     summary = json.loads((output / "summary.json").read_text())
     assert len(summary["rows"]) == points
     client = check_tracking(f"sqlite:///{output / 'mlflow.db'}", "antidistill-smoke", points)
+    # the run draws its figures itself and logs them to the parent run
+    assert (output / "figures" / "tradeoff.png").is_file() and str(output / "figures") in result.stdout
+    logged = {f.path for f in client.list_artifacts(summary["parent_run_id"], "figures")}
+    assert "figures/tradeoff.png" in logged
 
     # the clean-trace student loads back from the registry into transformers
     import mlflow
@@ -163,6 +167,8 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
     assert "G = temperature student" in first.stdout or "undefined" in first.stdout
     client = mlflow.MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("calibrated").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("antidistill.role") == "parent")
+    assert parent.data.metrics["T_star"] == pytest.approx(endpoint["teacher_accuracy"])
     child = next(r for r in runs if r.info.run_name == "antidistillation-tau0.8-eps0.01-target0.5")
     assert float(child.data.params["lam"]) == pytest.approx(calibration["points"][child.info.run_name]["lam"])
     assert child.data.params["calibration_target"] == "0.5" and "teacher_accuracy_low" in child.data.metrics
