@@ -539,6 +539,8 @@ class Pipeline:
                              "student": models["student"], "grid_points": len(self.config.grid)},
                     {"student_base_accuracy": baseline["accuracy"]})
         tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
+        tracker.log_config(parent, self.config.data)
+        tracker.log_splits(parent, self.world()["splits"], str(self.config["dataset"]))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))
         endpoints = self.endpoints()

@@ -67,6 +67,45 @@ def _store_initialisation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; lists and scalars become their string form."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for a run started by `antidistill bench run`: entry point, user, package version and,
+    when the code runs from a git checkout, its commit."""
+    import getpass
+    import subprocess
+
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+        MLFLOW_USER,
+    )
+
+    from harness_plugin import __version__
+
+    tags = {MLFLOW_SOURCE_NAME: "antidistill bench run", MLFLOW_SOURCE_TYPE: "LOCAL",
+            "antidistill.version": __version__}
+    with contextlib.suppress(Exception):
+        tags[MLFLOW_USER] = getpass.getuser()
+    package_root = Path(__file__).resolve().parents[1]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "-C", str(package_root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "")})
+        if done.returncode == 0 and len(done.stdout.strip()) == 40:
+            tags[MLFLOW_GIT_COMMIT] = done.stdout.strip()
+    return tags
+
+
 class Tracker:
     """Find-or-create for the experiment, its parent run, the grid points' runs and model versions."""
 
@@ -102,13 +141,42 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def parent_run_id(self, name: str) -> str:
-        """The parent run of this output folder, created once."""
+        """The parent run of this output folder, created once, with MLflow's source tags (who, what, which code)."""
         run_id = self._find_run(f"tags.`{ROLE}` = 'parent' and tags.`{OUTPUT_ID}` = '{self.output_id}'")
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=name, tags={
-                ROLE: "parent", OUTPUT: str(self.output), OUTPUT_ID: self.output_id})
+                ROLE: "parent", OUTPUT: str(self.output), OUTPUT_ID: self.output_id, **source_tags()})
             run_id = run.info.run_id
         return run_id
+
+    def log_config(self, run_id: str, config: Mapping[str, Any]) -> None:
+        """Every setting as a param `config.<dotted.key>`, so runs can be filtered and compared on any of them."""
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        flat = flatten(config, "config.")
+        self.log(run_id, {k: (v if len(v) <= MAX_PARAM_VAL_LENGTH else v[: MAX_PARAM_VAL_LENGTH - 1] + "…")
+                          for k, v in flat.items()})
+
+    def log_splits(self, run_id: str, splits: Mapping[str, list[dict[str, Any]]], source: str) -> None:
+        """Each problem split as an MLflow dataset input (name, digest of its records, size), once per run."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        logged = {d.dataset.name for d in self.client.get_run(run_id).inputs.dataset_inputs}
+        inputs = []
+        for split, records in splits.items():
+            name = f"{source}/{split}"
+            if name in logged:
+                continue
+            digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
+            dataset = Dataset(name=name, digest=digest, source_type="antidistill",
+                              source=json.dumps({"dataset": source, "split": split}),
+                              profile=json.dumps({"num_rows": len(records)}))
+            inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def child_run_id(self, parent_id: str, point_name: str, role: str = "grid_point") -> str:
         """The nested run of one grid point (or of the baseline), created once."""

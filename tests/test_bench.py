@@ -100,6 +100,15 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     assert (output / "figures" / "tradeoff.png").is_file() and str(output / "figures") in result.stdout
     logged = {f.path for f in client.list_artifacts(summary["parent_run_id"], "figures")}
     assert "figures/tradeoff.png" in logged
+    # the parent carries every setting as a param, MLflow's source tags and the three splits as dataset inputs
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.data.params["config.distill.epochs"] == str(float(parent.data.params["config.distill.epochs"]))
+    assert parent.data.params["config.preset"] == "smoke"
+    assert parent.data.tags["mlflow.source.name"] == "antidistill bench run" and "mlflow.user" in parent.data.tags
+    splits = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert set(splits) == {"toy/train", "toy/holdout", "toy/test"}
+    assert json.loads(splits["toy/test"].dataset.profile)["num_rows"] == summary["rows"][0]["teacher_accuracy_n"]
+    assert splits["toy/test"].tags[0].value == "test"
 
     # the clean-trace student loads back from the registry into transformers
     import mlflow
