@@ -16,7 +16,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 VARIANTS = {
@@ -41,7 +41,8 @@ def _apply_variant(variant: str) -> None:
 
 def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokenizer: bool, steps: int | None,
           n_test: int, threads: int = 1, variant: str = "all", hidden: int | None = None,
-          fact_fraction: float | None = None, train_seed: int = 1) -> dict:
+          fact_fraction: float | None = None, train_seed: int = 1, max_value: int | None = None,
+          steps_range: tuple[int, int] | None = None, max_new_tokens: int | None = None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -64,6 +65,13 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
         preset = replace(preset, teacher=replace(preset.teacher, hidden=hidden))
     if fact_fraction is not None:
         preset = replace(preset, teacher_fact_fraction=fact_fraction)
+    if max_value is not None or steps_range is not None:
+        d = preset.difficulty
+        low, high = steps_range or (d.min_steps, d.max_steps)
+        preset = replace(preset, difficulty=replace(d, max_value=max_value or d.max_value, min_steps=low,
+                                                    max_steps=high))
+    if max_new_tokens:
+        preset = replace(preset, max_new_tokens=max_new_tokens)
     spec = replace(preset.teacher_train, steps=steps) if steps else preset.teacher_train
     gsm = gsm8k_splits(preset, styles)
     style = STYLES["teacher"]
@@ -93,7 +101,16 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
             "fact_fraction": preset.teacher_fact_fraction, "noisy_fraction": noisy_fraction,
             "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
             "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads,
-            "train_seed": train_seed, "records": records}
+            "train_seed": train_seed, "difficulty": asdict(preset.difficulty), "max_new_tokens": preset.max_new_tokens,
+            "records": records}
+
+
+def _steps_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        return (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give steps as MIN-MAX, e.g. 1-3") from None
 
 
 def main() -> None:
@@ -111,6 +128,13 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=1,
                         help="seed of the teacher's initialisation and batch order (default 1, the build's): "
                              "probes with other seeds measure how much one recipe's accuracy varies")
+    parser.add_argument("--max-value", type=int, default=None,
+                        help="bound on every number in a problem (default: the preset's); smaller numbers make "
+                             "smaller addition and subtraction tables")
+    parser.add_argument("--problem-steps", dest="steps_range", type=_steps_range, default=None, metavar="MIN-MAX",
+                        help="arithmetic steps per problem, e.g. 1-3 (default: the preset's)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="generation budget at evaluation (default: the preset's; 3-step solutions need ~128)")
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
@@ -120,7 +144,8 @@ def main() -> None:
             parser.error(f"{path} exists: choose another --out")
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
                    variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction,
-                   train_seed=args.train_seed)
+                   train_seed=args.train_seed, max_value=args.max_value, steps_range=args.steps_range,
+                   max_new_tokens=args.max_new_tokens)
     records = result.pop("records")
     completions = out.with_suffix(".completions.jsonl")
     out.write_text(json.dumps(result, indent=2) + "\n")
