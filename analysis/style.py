@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness_plugin.io import apply_umask
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -77,6 +79,7 @@ def save_figure(fig: Figure, directory: str | os.PathLike[str], stem: str) -> li
         os.close(fd)
         try:
             fig.savefig(tmp, format=suffix, bbox_inches="tight")
+            apply_umask(tmp)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -24,7 +24,6 @@ import random
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -32,6 +31,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
+
+from harness_plugin.io import atomic_write_text
 
 # $ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data)
 DEFAULT_DATA = Path(os.environ.get("ANTIDISTILL_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -508,15 +509,7 @@ def format_table(results: dict[str, dict[str, Tally]], keys: Iterable[str]) -> s
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
             "to readers but make poor distillation data. Run `antidistill COMMAND --help` for each command."
         ),
     )
+    from harness_plugin import __version__
+
+    parser.add_argument("--version", action="version", version=f"antidistill {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry_point in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name):
         try:
@@ -50,7 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from harness_plugin.errors import AntidistillError
+
+    try:
+        return int(args.func(args) or 0)
+    except (AntidistillError, OSError) as error:
+        # Errors a user can cause (bad input, a missing or unwritable path, a full disk) are one line, not a
+        # traceback: the message already says what to fix. Anything else is a bug and keeps its traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

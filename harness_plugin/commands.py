@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import AntidistillError
 from .names import PENALTY_METHODS, SAMPLERS
 
 
@@ -97,7 +98,7 @@ def format_prompt(tokenizer: Any, record: dict[str, Any], system: str | None = N
         return record["prompt"]
     question = record.get("question", record.get("problem"))
     if not isinstance(question, str):
-        raise ValueError('each prompts line needs a "prompt" or a "question" string')
+        raise AntidistillError('each prompts line needs a "prompt" or a "question" string')
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": question}]

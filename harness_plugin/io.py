@@ -12,6 +12,27 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import AntidistillError
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux), else set and restored."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give a file made by `mkstemp` / `mkdtemp` (always 0600 / 0700) the mode a plain `open` would have given it.
+
+    Why: outputs are shared (a team reads a run folder); temporary-file modes made them private whatever the umask.
+    """
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~current_umask())
+
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
@@ -21,6 +42,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -36,6 +58,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        apply_umask(tmp)
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -59,7 +82,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise AntidistillError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return records
 
 
