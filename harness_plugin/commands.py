@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ def register_gradient(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--traces", required=True, type=Path,
                         help='jsonl, one {"prompt": ..., "completion": ...} per line; the prompt is the exact '
                              "model input (chat template applied)")
-    parser.add_argument("--output", required=True, type=Path, help="folder to write the gradient into")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="folder to write the gradient into: new, or an earlier gradient folder (replaced)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None, help="truncate traces to this many tokens")
     _add_model_options(parser)
@@ -39,11 +39,14 @@ def run_gradient(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from .gradient import ProxyGradient
-    from .io import read_jsonl
+    from .io import check_output, read_jsonl
     from .loading import load_model, load_tokenizer
 
-    state = PartialState(cpu=args.device == "cpu")
     traces = read_jsonl(args.traces)
+    if not traces:
+        raise AntidistillError(f"--traces {args.traces} holds no traces: give a jsonl of teacher traces")
+    check_output(args.output, "--output", ProxyGradient.is_saved_folder)
+    state = PartialState(cpu=args.device == "cpu")
     device = args.device or state.device
     tokenizer = load_tokenizer(args.proxy, args.revision, args.trust_remote_code)
     proxy = load_model(args.proxy, dtype="float32", device=device, revision=args.revision,
@@ -84,7 +87,8 @@ def register_generate(subparsers: argparse._SubParsersAction) -> None:
                         help='jsonl with "prompt" (exact model input) or "question" (wrapped in the teacher\'s '
                              "chat template) per line")
     parser.add_argument("--system", default=None, help="system prompt used with 'question' lines")
-    parser.add_argument("--output", required=True, type=Path, help="jsonl file to write")
+    parser.add_argument("--output", required=True, type=Path, help="jsonl file to write (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it is an existing file")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,23 +116,27 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from .generation import generate
     from .gradient import ProxyGradient
-    from .io import read_jsonl, write_jsonl
+    from .io import check_output, read_jsonl, write_jsonl
     from .loading import load_model, load_tokenizer
     from .sampling import SamplerConfig
 
     config = SamplerConfig(sampler=args.sampler, tau=args.tau, lam=args.lam, eps=args.eps, top_p=args.top_p,
                            top_k=args.top_k, penalty=args.penalty, seed=args.seed)
+    records = read_jsonl(args.prompts)
+    if not records:
+        raise AntidistillError(f"--prompts {args.prompts} holds no prompts: give a jsonl with one per line")
+    check_output(args.output, "--output", (lambda path: path.is_file()) if args.overwrite else None)
+    if config.needs_penalty:
+        if args.proxy is None or args.gradient is None:
+            raise AntidistillError(f"--sampler {args.sampler} with --lam > 0 needs --proxy and --gradient "
+                                   "(compute the gradient with `antidistill gradient`)")
+        ProxyGradient.check_files(args.gradient)
     state = PartialState(cpu=args.device == "cpu")
     device = args.device or state.device
-    records = read_jsonl(args.prompts)
     tokenizer = load_tokenizer(args.teacher, args.revision, args.trust_remote_code)
     prompts = [format_prompt(tokenizer, r, args.system) for r in records]
     proxy = proxy_tokenizer = gradient = None
     if config.needs_penalty:
-        if args.proxy is None or args.gradient is None:
-            print(f"error: --sampler {args.sampler} with --lam > 0 needs --proxy and --gradient "
-                  "(compute the gradient with `antidistill gradient`)", file=sys.stderr)
-            return 2
         proxy_tokenizer = load_tokenizer(args.proxy, args.revision, args.trust_remote_code)
         from .vocab import check_same_tokenizer
 

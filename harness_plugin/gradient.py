@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,26 +203,58 @@ class ProxyGradient:
             (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
         return Path(directory)
 
-    @classmethod
-    def load(cls, directory: str | os.PathLike[str], proxy: torch.nn.Module | None = None) -> ProxyGradient:
-        """Load a saved gradient; with `proxy`, check that names and shapes fit it exactly."""
+    @staticmethod
+    def check_files(directory: str | os.PathLike[str]) -> Path:
+        """Raise `GradientMismatchError` unless `directory` holds both files of a saved gradient (cheap: no load)."""
         directory = Path(directory)
-        tensors_path, metadata_path = directory / TENSORS_FILE, directory / METADATA_FILE
-        if not tensors_path.is_file():
+        missing = [name for name in (TENSORS_FILE, METADATA_FILE) if not (directory / name).is_file()]
+        if missing:
             raise GradientMismatchError(
-                f"no proxy gradient at {directory} (missing {TENSORS_FILE}). Compute one with "
+                f"no proxy gradient at {directory} (missing {', '.join(missing)}). Compute one with "
                 "`antidistill gradient --proxy MODEL --traces TRACES.jsonl --output DIR`."
             )
-        metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-        tensors = {_strip_prefixes(k): v.float() for k, v in load_file(str(tensors_path)).items()}
-        gradient = cls(tensors, metadata)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], proxy: torch.nn.Module | None = None) -> ProxyGradient:
+        """Load a saved gradient; with `proxy`, check that it was computed for that proxy.
+
+        The norm is computed from the tensors, never taken from the JSON: a zeroed or NaN gradient whose file
+        still records a finite norm would sample "antidistillation" traces with no tilt, or fail later with a
+        misleading message.
+        """
+        directory = cls.check_files(directory)
+        tensors_path, metadata_path = directory / TENSORS_FILE, directory / METADATA_FILE
+        try:
+            metadata = json.loads(metadata_path.read_text())
+            if not isinstance(metadata, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise GradientMismatchError(f"{metadata_path} is not a gradient's metadata ({error}): recompute the "
+                                        "gradient with `antidistill gradient`") from None
+        try:
+            tensors = {_strip_prefixes(k): v.float() for k, v in load_file(str(tensors_path)).items()}
+        except Exception as error:  # safetensors raises its own error types for truncated or foreign files
+            raise GradientMismatchError(f"{tensors_path} is not a readable safetensors file ({error}): recompute "
+                                        "the gradient with `antidistill gradient`") from None
+        bad = sorted(name for name, t in tensors.items() if not bool(torch.isfinite(t).all()))
+        if bad:
+            raise GradientMismatchError(f"the proxy gradient at {directory} has NaN or inf values in {len(bad)} "
+                                        f"tensors (e.g. {bad[:3]}): recompute it")
+        gradient = cls(tensors, {**metadata, "norm": _global_norm(tensors)})
         if proxy is not None:
             gradient.check_matches(proxy, source=str(directory))
-        if not math.isfinite(gradient.norm) or gradient.norm == 0.0:
+        if gradient.norm == 0.0:
             raise GradientMismatchError(
-                f"the proxy gradient at {directory} has norm {gradient.norm}: recompute it on other traces."
+                f"the proxy gradient at {directory} is zero: recompute it on other traces."
             )
         return gradient
+
+    @staticmethod
+    def is_saved_folder(path: Path) -> bool:
+        """True for a folder holding only a saved gradient's files (an earlier `antidistill gradient` output)."""
+        return path.is_dir() and not path.is_symlink() and {p.name for p in path.iterdir()} <= {
+            TENSORS_FILE, METADATA_FILE} and (path / TENSORS_FILE).is_file()
 
     def check_matches(self, proxy: torch.nn.Module, source: str = "the gradient") -> None:
         """Raise `GradientMismatchError` unless every proxy parameter has a gradient of the same shape, and the

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,23 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output(path: str | os.PathLike[str], option: str,
+                 may_replace: Callable[[Path], bool] | None = None) -> Path:
+    """Refuse, before any work, an output path that exists (unless `may_replace` says it is ours to replace) or
+    whose folder cannot be written; returns the path. Why first: a model load and hours of compute must not end
+    in an unwritable path, and a user's file or folder must never be replaced."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and (may_replace is None or not may_replace(path)):
+        raise AntidistillError(f"{option} {path} exists and is not an output this command may replace: "
+                               "give a new path (nothing was written)")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise AntidistillError(f"{option} {path}: cannot write in {parent} (not a writable folder)")
+    return path
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -34,3 +34,39 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, tiny_dir) -> None:
         lines = [line for line in result.stderr.splitlines() if line.strip() and "Loading weights" not in line]
         assert "Traceback" not in result.stderr and lines[-1].startswith("error:") and names in lines[-1], lines
     assert not (tmp_path / "g").exists()
+
+
+def test_outputs_are_checked_before_any_model_loads_and_user_files_survive(tmp_path, tiny_dir) -> None:
+    """gradient refuses an existing folder that is not a gradient (a user's files), generate an existing file
+    without --overwrite, and both refuse empty inputs, all before loading a model (no "Loading weights")."""
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text(json.dumps({"prompt": "Tom has 3 apples.", "completion": " 3 + 5 = 8. #### 8"}) + "\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    (user_folder / "notes.txt").write_text("keep me")
+    user_file = tmp_path / "out.jsonl"
+    user_file.write_text("keep me too")
+    proxy = str(tiny_dir / "proxy")
+    cases = [
+        (("gradient", "--proxy", proxy, "--traces", str(traces), "--output", str(user_folder)), "exists"),
+        (("gradient", "--proxy", proxy, "--traces", str(empty), "--output", str(tmp_path / "g")), "no traces"),
+        (("generate", "--teacher", proxy, "--prompts", str(traces), "--output", str(user_file), "--sampler",
+          "temperature"), "exists"),
+        (("generate", "--teacher", proxy, "--prompts", str(empty), "--output", str(tmp_path / "t.jsonl")),
+         "no prompts"),
+        (("generate", "--teacher", proxy, "--proxy", proxy, "--gradient", str(tmp_path / "nowhere"), "--lam", "1",
+          "--prompts", str(traces), "--output", str(tmp_path / "t.jsonl")), "no proxy gradient"),
+    ]
+    for args, message in cases:
+        result = _run(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-1500:])
+        assert "Loading weights" not in result.stderr, args
+    assert (user_folder / "notes.txt").read_text() == "keep me" and user_file.read_text() == "keep me too"
+    assert not (tmp_path / "g").exists() and not (tmp_path / "t.jsonl").exists()
+    # an earlier gradient folder is ours to replace
+    first = _run("gradient", "--proxy", proxy, "--traces", str(traces), "--output", str(tmp_path / "g"), cwd=tmp_path)
+    again = _run("gradient", "--proxy", proxy, "--traces", str(traces), "--output", str(tmp_path / "g"), cwd=tmp_path)
+    assert first.returncode == 0 and again.returncode == 0, again.stderr[-1500:]
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["gradient.json", "gradient.safetensors"]

@@ -117,6 +117,38 @@ def test_gradient_of_another_checkpoint_with_the_same_shapes_is_refused(proxy, t
     ProxyGradient.load(tmp_path / "g", proxy=model)
 
 
+def test_a_damaged_gradient_is_refused_whatever_its_json_says(proxy, tmp_path):
+    """The norm comes from the tensors: zeros or NaN behind a finite recorded norm, a missing or broken
+    gradient.json and a truncated safetensors file each get one error naming the file."""
+    model, tokenizer = proxy
+    ProxyGradient.compute(model, tokenizer, TRACES, progress=False).save(tmp_path / "g")
+    tensors = load_file(str(tmp_path / "g" / "gradient.safetensors"))
+    for name, damaged, message in (
+        ("zero", {k: torch.zeros_like(v) for k, v in tensors.items()}, "is zero"),
+        ("nan", {k: v.clone().fill_(float("nan")) if i == 0 else v for i, (k, v) in enumerate(tensors.items())},
+         "NaN or inf"),
+    ):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "g", folder)
+        save_file(damaged, str(folder / "gradient.safetensors"))
+        assert json.loads((folder / "gradient.json").read_text())["norm"] > 0  # the JSON still looks fine
+        with pytest.raises(GradientMismatchError, match=message):
+            ProxyGradient.load(folder, proxy=model)
+    shutil.copytree(tmp_path / "g", tmp_path / "nojson")
+    (tmp_path / "nojson" / "gradient.json").unlink()
+    with pytest.raises(GradientMismatchError, match="missing gradient.json"):
+        ProxyGradient.load(tmp_path / "nojson")
+    shutil.copytree(tmp_path / "g", tmp_path / "badjson")
+    (tmp_path / "badjson" / "gradient.json").write_text("{not json")
+    with pytest.raises(GradientMismatchError, match="badjson/gradient.json"):
+        ProxyGradient.load(tmp_path / "badjson")
+    shutil.copytree(tmp_path / "g", tmp_path / "cut")
+    data = (tmp_path / "cut" / "gradient.safetensors").read_bytes()
+    (tmp_path / "cut" / "gradient.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GradientMismatchError, match="cut/gradient.safetensors"):
+        ProxyGradient.load(tmp_path / "cut")
+
+
 def test_empty_traces_and_traces_without_completion_tokens(proxy):
     model, tokenizer = proxy
     with pytest.raises(AntidistillError, match="no traces"):
