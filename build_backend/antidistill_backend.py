@@ -21,19 +21,37 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (every hook we do not override)
 
 PTH_NAME = "antidistill_lm_eval.pth"
-# site.py executes .pth lines that start with "import". `ANTIDISTILL_LM_EVAL_HOOK=0` skips even the import of the
-# hook module. A stale file (package uninstalled, editable source moved) stays silent; any other failure prints one
-# line, never a traceback, and the interpreter starts as usual.
-_PTH_CODE = (
-    "if os.environ.get('ANTIDISTILL_LM_EVAL_HOOK', '1').strip().lower() not in ('0', 'false', 'no', 'off'):\n"
-    " try:\n"
-    "  import harness_plugin.lm_eval_hook as h\n"
-    "  h.install_at_startup()\n"
-    " except Exception as e:\n"
-    "  if not (isinstance(e, ImportError) and str(getattr(e, 'name', '') or '').startswith('harness_plugin')):\n"
-    "   sys.stderr.write('antidistill: lm-eval start-up hook skipped (%s: %s); set ANTIDISTILL_LM_EVAL_HOOK=0 "
-    "to silence this\\n' % (type(e).__name__, e))\n"
-)
+# site.py executes .pth lines that start with "import". The line defines a tiny finder and imports nothing: only
+# when something imports `lm_eval` does it import `harness_plugin.lm_eval_hook` (which installs the real hook) and
+# step aside, so an interpreter that never touches lm-eval pays for one small class, not for a package import.
+# `ANTIDISTILL_LM_EVAL_HOOK=0` skips even that. A stale file (package uninstalled, editable source moved) stays
+# silent; any other failure prints one line, never a traceback, and the import goes on as usual.
+_PTH_CODE = """\
+class AntidistillLmEvalTrigger:
+    antidistill_hook = True
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'lm_eval' and not name.startswith('lm_eval.'):
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        try:
+            import harness_plugin.lm_eval_hook as hook
+            hook.install_at_startup()
+        except Exception as e:
+            if not (isinstance(e, ImportError) and str(getattr(e, 'name', '') or '').startswith('harness_plugin')):
+                sys.stderr.write('antidistill: lm-eval start-up hook skipped (%s: %s); set '
+                                 'ANTIDISTILL_LM_EVAL_HOOK=0 to silence this\\n' % (type(e).__name__, e))
+            return None
+        for finder in sys.meta_path:
+            if getattr(finder, 'antidistill_hook', False):
+                return finder.find_spec(name, path, target)
+        return None
+
+
+if os.environ.get('ANTIDISTILL_LM_EVAL_HOOK', '1').strip().lower() not in ('0', 'false', 'no', 'off'):
+    sys.meta_path.insert(0, AntidistillLmEvalTrigger())
+"""
 PTH_LINE = f"import os, sys; exec({_PTH_CODE!r})\n"
 
 

@@ -1,8 +1,9 @@
 """Make plain `lm_eval` find the `antidistill` model and this package's tasks (lm-eval 0.4.x has no plugin discovery).
 
-The installed `antidistill_lm_eval.pth` calls `install_at_startup()` when the interpreter starts. That only puts a
-small finder at the front of `sys.meta_path` which watches two module names and imports nothing itself, so an
-interpreter that never imports lm-eval pays one dictionary lookup per import. When lm-eval imports
+The installed `antidistill_lm_eval.pth` puts a tiny trigger at the front of `sys.meta_path` and imports nothing
+(measured: 0.5 ms per interpreter start, against 7-10 ms when the line imported this module). The first import of
+`lm_eval` makes the trigger import this module and call `install_at_startup()`, which puts a small finder there
+that watches two module names and imports nothing itself. When lm-eval imports
 
 - `lm_eval.api.registry`: the built-in model table (`lm_eval.models`, a dictionary of lazy "module:Class"
   strings) is registered first, because lm-eval fills it only while the registry is empty and our entry would

@@ -308,28 +308,36 @@ def test_pth_line_is_harmless_without_the_package(tmp_path):
         from antidistill_backend import PTH_LINE
     finally:
         sys.path.remove(str(ROOT / "build_backend"))
-    # -S: no site-packages, so harness_plugin cannot be found (cwd is a folder without it)
-    result = _python(PTH_LINE + "import sys\nprint(any(getattr(f, 'antidistill_hook', 0) for f in sys.meta_path))",
-                     tmp_path, "-S")
+    # -S: no site-packages, so harness_plugin cannot be found (cwd is a folder without it); the trigger waits for
+    # an lm_eval import, finds no package, says nothing and steps aside
+    code = ("import sys\ntry:\n import lm_eval\nexcept ImportError:\n pass\n"
+            "print(any(getattr(f, 'antidistill_hook', 0) for f in sys.meta_path))")
+    result = _python(PTH_LINE + code, tmp_path, "-S")
     assert result.returncode == 0 and result.stdout.strip() == "False" and not result.stderr
 
 
-def test_pth_line_switch_skips_the_import_and_a_broken_package_prints_one_line(tmp_path):
+def test_pth_line_imports_nothing_until_lm_eval_and_a_broken_package_prints_one_line(tmp_path):
+    """The .pth line alone (-S: no installed .pth runs): nothing of ours is imported at start-up, importing lm-eval
+    registers the model, the switch turns it off, and a broken install costs one line, not a traceback."""
+    import sysconfig
+
     sys.path.insert(0, str(ROOT / "build_backend"))
     try:
         from antidistill_backend import PTH_LINE
     finally:
         sys.path.remove(str(ROOT / "build_backend"))
-    probe = "import sys\nprint('harness_plugin.lm_eval_hook' in sys.modules)"
-    # -S: only this line runs (no installed .pth); PYTHONPATH puts the source tree in reach
-    on = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=str(ROOT))
-    assert on.stdout.strip() == "True", on.stderr
-    off = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=str(ROOT), ANTIDISTILL_LM_EVAL_HOOK="0")
-    assert off.returncode == 0 and off.stdout.strip() == "False" and not off.stderr
+    path = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+    probe = ("import sys\nstarted = [m for m in sys.modules if m.startswith('harness_plugin')]\n"
+             "import lm_eval.api.registry as r\nprint(started, 'antidistill' in r.model_registry)")
+    on = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path)
+    assert on.stdout.strip() == "[] True", on.stderr[-2000:]
+    off = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path, ANTIDISTILL_LM_EVAL_HOOK="0")
+    assert off.returncode == 0 and off.stdout.strip() == "[] False", off.stderr[-2000:]
     broken = tmp_path / "broken" / "harness_plugin"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
-    result = _python(PTH_LINE + "print('started')", tmp_path, "-S", PYTHONPATH=str(broken.parent))
+    code = PTH_LINE + "try:\n import lm_eval\nexcept ImportError:\n pass\nprint('started')"
+    result = _python(code, tmp_path, "-S", PYTHONPATH=str(broken.parent))
     assert result.returncode == 0 and result.stdout.strip() == "started"
     assert len(result.stderr.splitlines()) == 1 and "half-installed" in result.stderr
     assert "Traceback" not in result.stderr and "ANTIDISTILL_LM_EVAL_HOOK=0" in result.stderr
