@@ -220,9 +220,6 @@ class Pipeline:
                                  load_tokenizer(models[role], trust_remote_code=trust))
         return self._cache[role]
 
-    def _drop(self, role: str) -> None:
-        self._cache.pop(role, None)
-
     def prompts(self, problems: list[dict[str, Any]], tokenizer: Any, system: str | None) -> list[str]:
         from harness_plugin.commands import format_prompt
 

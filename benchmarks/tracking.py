@@ -188,14 +188,6 @@ class Tracker:
             run_id = run.info.run_id
         return run_id
 
-    @contextmanager
-    def active(self, run_id: str, nested: bool = False) -> Iterator[Any]:
-        """Make `run_id` the fluent API's active run (so `mlflow.log_*` calls land there)."""
-        import mlflow
-
-        with mlflow.start_run(run_id=run_id, nested=nested) as run:
-            yield run
-
     def log(self, run_id: str, params: Mapping[str, Any] = {},  # noqa: B006 (read only)
             metrics: Mapping[str, float] = {}, series: Mapping[str, list[tuple[int, float]]] = {}) -> None:  # noqa: B006
         """Params (only those not logged yet: a resumed run has them and MLflow refuses changed values), metrics

@@ -286,10 +286,6 @@ class ProxyGradient:
                 "proxy with `antidistill gradient`, or point to the proxy it was computed for."
             )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The tensors on `device` (used to build perturbed proxies or JVP tangents)."""
-        return {k: v.to(device=device, dtype=dtype) for k, v in self.tensors.items()}
-
 
 def _global_norm(tensors: Mapping[str, torch.Tensor]) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors.values())))  # type: ignore[arg-type]

@@ -57,10 +57,3 @@ def check_model_covers_vocab(model: torch.nn.Module, vocab_size: int, role: str)
             "the model and tokenizer do not belong together."
         )
     return int(width)
-
-
-def mask_beyond_vocab(scores: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Set the logits of rows past the real vocabulary to -inf, in place, and return `scores`."""
-    if scores.shape[-1] > vocab_size:
-        scores[..., vocab_size:] = float("-inf")
-    return scores
