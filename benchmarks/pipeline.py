@@ -497,6 +497,14 @@ class Pipeline:
         if "accuracy_af" in baseline:
             metrics["student_base_accuracy_af"] = baseline["accuracy_af"]
         train = read_jsonl(folder / "train_traces.jsonl")
+        # How correct the distillation data itself is (scored against the train problems' answers): a second x-axis
+        # for the trade-off, next to the teacher's test accuracy.
+        from .scoring import score_records
+
+        scored = score_records([{"completion": t["completion"], "reference": t["reference"]} for t in train],
+                               self.config.answer_dataset)
+        metrics["train_traces_accuracy"] = scored["accuracy"]
+        metrics.update(_interval_metrics("train_traces", scored))
         metrics["train_traces_mean_teacher_logprob"] = _mean_logprob(train)
         metrics["train_traces_mean_tokens"] = sum(t["num_tokens"] for t in train) / max(1, len(train))
         log_path = folder / "distill_log.jsonl"

@@ -56,8 +56,10 @@ def check_tracking(uri, experiment, points, min_versions=None):
         for key in ("tau", "lam", "eps", "grad_norm", "teacher", "proxy", "student", "preset"):
             assert key in params
         for key in ("teacher_accuracy", "student_accuracy", "student_base_accuracy", "teacher_accuracy_af",
-                    "student_accuracy_af"):
+                    "student_accuracy_af", "train_traces_accuracy"):
             assert 0.0 <= metrics[key] <= 1.0
+        assert metrics["train_traces_accuracy_low"] <= metrics["train_traces_accuracy"] <= metrics[
+            "train_traces_accuracy_high"] and metrics["train_traces_accuracy_n"] > 0
         assert child.info.status == "FINISHED"
         assert client.get_metric_history(child.info.run_id, "distill_loss")
     name = "antidistill-smoke-student"
