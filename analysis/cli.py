@@ -94,7 +94,7 @@ def run_figures(args: argparse.Namespace) -> int:
 
     from .runs import load_results, log_artifacts, resolve_tracking_uri
     from .summary import summarise, write_summary
-    from .tradeoff import figure_title, plot_tradeoff, write_points_csv
+    from .tradeoff import TRACE_PANELS, figure_title, plot_tradeoff, write_points_csv
 
     if args.output is None:
         return _fail("--output DIR is required (the folder the figures and tables are written to).")
@@ -112,6 +112,9 @@ def run_figures(args: argparse.Namespace) -> int:
         print("note: no student_base_accuracy logged: no undistilled line and no headline number")
     output: Path = args.output
     paths = plot_tradeoff(results, output, n_boot=args.bootstrap, frac=args.frac, seed=args.seed)
+    if any(p.metric("train_traces_accuracy") is not None for p in results.points):
+        paths += plot_tradeoff(results, output, n_boot=args.bootstrap, frac=args.frac, seed=args.seed,
+                               stem="tradeoff_train_traces", panels=TRACE_PANELS)
     summaries = summarise(results, levels=args.levels, frac=args.frac)
     heading = "Antidistillation trade-off: " + figure_title(results).replace("\n", " — ")
     paths += write_summary(summaries, output, heading)

@@ -27,7 +27,8 @@ ROLE_TAG = "antidistill.role"
 PARENT_TAG = "mlflow.parentRunId"
 SAMPLER_ALIASES = {"ads": "antidistillation", "antidistill": "antidistillation", "temp": "temperature",
                    "perm": "permutation"}
-ACCURACY_METRICS = ("teacher_accuracy", "student_accuracy", "teacher_accuracy_af", "student_accuracy_af")
+ACCURACY_METRICS = ("teacher_accuracy", "student_accuracy", "teacher_accuracy_af", "student_accuracy_af",
+                    "train_traces_accuracy")
 TITLE_PARAMS = ("dataset", "teacher", "proxy", "student", "preset")
 
 

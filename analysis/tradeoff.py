@@ -28,18 +28,26 @@ def figure_title(results: BenchmarkResults) -> str:
     return f"{dataset.upper() if len(dataset) <= 6 else dataset}{f' ({preset} preset)' if preset else ''}\n{models}"
 
 
+# The second x-axis issue 13 asks for: how correct the distillation data itself is, next to the teacher's test
+# accuracy (a tilted sampler may keep the teacher's test accuracy while its traces carry less).
+TRACE_PANELS = (("raw", "train_traces_accuracy", "student_accuracy", "Raw accuracy, by the train traces' correctness"),)
+_X_LABELS = {"train_traces_accuracy": "Correct train traces (high → low)"}
+
+
 def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int = 1000, frac: float = DEFAULT_FRAC,
-                  seed: int = 0, stem: str = "tradeoff") -> list[Path]:
-    """Draw both panels (raw and answer-forced) and save `stem.png` and `stem.pdf` in `directory`."""
+                  seed: int = 0, stem: str = "tradeoff", panels: tuple = PANELS) -> list[Path]:
+    """Draw the panels (default: raw and answer-forced) and save `stem.png` and `stem.pdf` in `directory`."""
     from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import PercentFormatter
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), sharey=True, layout="constrained",
+                             squeeze=False)
+    axes = axes[0]
     drew_intervals = False
-    for ax, (panel, x_metric, y_metric, title) in zip(axes, PANELS):
+    for ax, (panel, x_metric, y_metric, title) in zip(axes, panels):
         base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
         drawn = False
         all_x: list[float] = []
@@ -65,7 +73,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
                 ax.plot(grid, curve.fit, color=style["color"], linewidth=2)
         if base is not None:
             ax.axhline(base, color=BASELINE_COLOR, linestyle="--", linewidth=1.3, zorder=2)
-        if panel == "raw" and drawn:
+        if panel == "raw" and drawn and x_metric == "teacher_accuracy":
             _draw_endpoint(ax, results)
         if not drawn:
             ax.text(0.5, 0.5, f"no {x_metric} / {y_metric}\nlogged in this experiment", transform=ax.transAxes,
@@ -76,7 +84,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
             ax.set_xlim(min(1.0, hi + pad), max(0.0, lo - pad))  # high -> low, like the paper
         base_note = "" if panel == "raw" or results.base_accuracy_af is not None else " (undistilled: raw)"
         ax.set_title(f"{title}{base_note}")
-        ax.set_xlabel("Teacher accuracy (high → low)")
+        ax.set_xlabel(_X_LABELS.get(x_metric, "Teacher accuracy (high → low)"))
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes[0].set_ylabel("Distilled student accuracy")

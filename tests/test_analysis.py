@@ -278,3 +278,16 @@ def test_endpoint_is_read_from_the_parent_and_marked_in_the_figure(tmp_path: Pat
     finally:
         matplotlib.figure.Figure.savefig = original  # type: ignore[method-assign]
     assert any("T* = 42.0%" in t and "+3.1 [-1.2, +7.0]" in t for t in texts), texts
+
+
+def test_second_figure_puts_the_train_traces_correctness_on_the_x_axis(tmp_path: Path) -> None:
+    from analysis.runs import BenchmarkResults, GridPoint
+    from analysis.tradeoff import TRACE_PANELS, plot_tradeoff
+
+    points = [GridPoint(str(i), "temperature", {}, {"teacher_accuracy": t, "student_accuracy": s,
+                                                    "train_traces_accuracy": c})
+              for i, (t, s, c) in enumerate([(0.6, 0.4, 0.7), (0.4, 0.3, 0.5), (0.2, 0.1, 0.3)])]
+    results = BenchmarkResults("e", "p", {}, points, 0.05, None)
+    paths = plot_tradeoff(results, tmp_path, n_boot=20, stem="by_traces", panels=TRACE_PANELS)
+    assert sorted(p.name for p in paths) == ["by_traces.pdf", "by_traces.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
