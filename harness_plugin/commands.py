@@ -31,6 +31,8 @@ def register_gradient(subparsers: argparse._SubParsersAction) -> None:
                         help="folder to write the gradient into: new, or an earlier gradient folder (replaced)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None, help="truncate traces to this many tokens")
+    parser.add_argument("--loss-tokens", choices=("all", "digits"), default="all",
+                        help="completion tokens the proxy's NLL covers: all (the paper's, default) or digits only")
     _add_model_options(parser)
     parser.set_defaults(func=run_gradient)
 
@@ -52,7 +54,8 @@ def run_gradient(args: argparse.Namespace) -> int:
     proxy = load_model(args.proxy, dtype="float32", device=device, revision=args.revision,
                        trust_remote_code=args.trust_remote_code)
     gradient = ProxyGradient.compute(proxy, tokenizer, traces, batch_size=args.batch_size,
-                                     max_length=args.max_length, progress=state.is_main_process)
+                                     max_length=args.max_length, progress=state.is_main_process,
+                                     loss_tokens=args.loss_tokens)
     if state.is_main_process:
         gradient.save(args.output)
         meta = gradient.metadata

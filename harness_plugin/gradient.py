@@ -101,8 +101,26 @@ def same_weights(recorded: Sequence[Sequence[float]], current: Sequence[Sequence
     return True
 
 
-def _pad_batch(batch: Sequence[EncodedTrace], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and labels with prompt and padding set to -100."""
+# Which completion tokens the downstream loss ℓ covers. "all" is the paper's (every completion token); "digits"
+# keeps only tokens with a digit in them: on the toy world, ℓ over every token was mostly optional wording, and
+# the tilt learnt to drop that wording (README, results on world v4).
+LOSS_TOKENS = ("all", "digits")
+
+
+def _supervised_ids(tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedTrace],
+                    loss_tokens: str) -> set[int] | None:
+    """The token ids ℓ is computed on (None: every completion token)."""
+    if loss_tokens == "all":
+        return None
+    if loss_tokens != "digits":
+        raise AntidistillError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got {loss_tokens!r}")
+    present = {i for t in encoded for i in t.input_ids[t.prompt_length:]}
+    return {i for i in present if any(ch.isdigit() for ch in tokenizer.decode([i]))}
+
+
+def _pad_batch(batch: Sequence[EncodedTrace], pad_id: int, keep: set[int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels with prompt, padding (and tokens not in `keep`) set to -100."""
     width = max(len(t.input_ids) for t in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -112,6 +130,10 @@ def _pad_batch(batch: Sequence[EncodedTrace], pad_id: int) -> tuple[torch.Tensor
         ids[row, :n] = torch.tensor(trace.input_ids)
         mask[row, :n] = 1
         labels[row, trace.prompt_length : n] = ids[row, trace.prompt_length : n]
+        if keep is not None:
+            for position in range(trace.prompt_length, n):
+                if trace.input_ids[position] not in keep:
+                    labels[row, position] = -100
     return ids, mask, labels
 
 
@@ -135,8 +157,12 @@ class ProxyGradient:
         batch_size: int = 8,
         max_length: int | None = None,
         progress: bool = True,
+        loss_tokens: str = "all",
     ) -> ProxyGradient:
-        """Accumulate ∇ of the mean completion-token NLL over `traces` ({"prompt", "completion"} mappings)."""
+        """Accumulate ∇ of the mean completion-token NLL over `traces` ({"prompt", "completion"} mappings).
+
+        `loss_tokens="digits"` restricts ℓ to completion tokens with a digit in them (see `LOSS_TOKENS`).
+        """
         if not traces:
             raise AntidistillError("no traces given: the proxy gradient needs teacher traces of a holdout split.")
         if batch_size < 1:
@@ -146,11 +172,13 @@ class ProxyGradient:
                 raise AntidistillError(f"trace {index} needs string fields 'prompt' and 'completion'")
         rank, world = _distributed()
         encoded = [encode_trace(tokenizer, t["prompt"], t["completion"], max_length=max_length) for t in traces]
-        total_tokens = int(sum(t.completion_length for t in encoded))
+        keep = _supervised_ids(tokenizer, encoded, loss_tokens)
+        total_tokens = int(sum(t.completion_length for t in encoded)) if keep is None else sum(
+            1 for t in encoded for i in t.input_ids[t.prompt_length:] if i in keep)
         if total_tokens == 0:
             raise AntidistillError(
                 f"none of the {len(traces)} traces has a completion token to supervise (all completions empty or "
-                "truncated away): check the traces file and max_length."
+                f"truncated away, or none of loss_tokens={loss_tokens!r}): check the traces file and max_length."
             )
         model = proxy if next(proxy.parameters()).dtype == torch.float32 else copy.deepcopy(proxy).float()
         was_training = model.training
@@ -162,7 +190,7 @@ class ProxyGradient:
         batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
         total_loss = torch.zeros((), dtype=torch.float64)
         for batch in tqdm(batches, desc="proxy gradient", unit="batch", disable=not progress or rank != 0):
-            ids, mask, labels = (t.to(device) for t in _pad_batch(batch, pad_id))
+            ids, mask, labels = (t.to(device) for t in _pad_batch(batch, pad_id, keep))
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             nll = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum"
@@ -182,6 +210,7 @@ class ProxyGradient:
             "norm": _global_norm(tensors),
             "loss": loss,
             "loss_convention": LOSS_CONVENTION,
+            "loss_tokens": loss_tokens,
             "num_tokens": total_tokens,
             "num_traces": len(traces),
             "traces_sha256": sha256_of_records([[t["prompt"], t["completion"]] for t in traces]),

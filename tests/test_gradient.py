@@ -34,8 +34,9 @@ def proxy(tiny_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy"), AutoTokenizer.from_pretrained(tiny_dir / "proxy")
 
 
-def manual_gradient(model, tokenizer, traces):
-    """The definition, written out: mean NLL over all completion tokens of all traces, one big sum."""
+def manual_gradient(model, tokenizer, traces, only_digits=False):
+    """The definition, written out: mean NLL over all completion tokens of all traces (or over those whose text
+    has a digit), one big sum."""
     model.zero_grad()
     total_nll, count = 0.0, 0
     for trace in traces:
@@ -43,7 +44,10 @@ def manual_gradient(model, tokenizer, traces):
         ids = torch.tensor([encoded.input_ids])
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
         for position in range(encoded.prompt_length, len(encoded.input_ids)):
-            total_nll = total_nll - logp[position - 1, encoded.input_ids[position]]
+            token = encoded.input_ids[position]
+            if only_digits and not any(ch.isdigit() for ch in tokenizer.decode([token])):
+                continue
+            total_nll = total_nll - logp[position - 1, token]
             count += 1
     (total_nll / count).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -61,6 +65,22 @@ def test_gradient_is_the_mean_completion_nll_gradient_for_any_batch_size(proxy):
             torch.testing.assert_close(gradient.tensors[name], tensor, rtol=1e-4, atol=1e-6)
     assert gradient.metadata["norm"] == pytest.approx(
         float(torch.sqrt(sum((t.double() ** 2).sum() for t in expected.values()))), rel=1e-4)
+
+
+def test_digit_only_loss_is_the_mean_nll_over_digit_tokens(proxy):
+    model, tokenizer = proxy
+    expected, count = manual_gradient(model, tokenizer, TRACES, only_digits=True)
+    everything, all_count = manual_gradient(model, tokenizer, TRACES)
+    assert 0 < count < all_count
+    gradient = ProxyGradient.compute(model, tokenizer, TRACES, batch_size=2, progress=False, loss_tokens="digits")
+    assert gradient.metadata["num_tokens"] == count and gradient.metadata["loss_tokens"] == "digits"
+    for name, tensor in expected.items():
+        torch.testing.assert_close(gradient.tensors[name], tensor, rtol=1e-4, atol=1e-6)
+    with pytest.raises(AntidistillError, match="loss_tokens"):
+        ProxyGradient.compute(model, tokenizer, TRACES, progress=False, loss_tokens="words")
+    with pytest.raises(AntidistillError, match="none of"):
+        ProxyGradient.compute(model, tokenizer, [{"prompt": "a", "completion": " no numbers here"}],
+                              progress=False, loss_tokens="digits")
 
 
 def test_prompt_tokens_are_not_supervised(proxy):
