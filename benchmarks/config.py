@@ -265,6 +265,11 @@ class BenchConfig:
                 raise ConfigError(f"tracking.{key} must be a non-empty name without quotes or backquotes (MLflow "
                                   f"looks it up in a quoted filter), got {name!r}")
         self._validate_more()
+        from harness_plugin.gradient import LOSS_TOKENS
+
+        if data["gradient"]["loss_tokens"] not in LOSS_TOKENS:
+            raise ConfigError(f"gradient.loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got "
+                              f"{data['gradient']['loss_tokens']!r}")
         top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
         if top_p > 1:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")

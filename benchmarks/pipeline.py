@@ -312,7 +312,8 @@ class Pipeline:
         traces = read_jsonl(self.output / "holdout_traces.jsonl")
         gradient = ProxyGradient.compute(proxy, tokenizer, traces, batch_size=self.config["gradient"]["batch_size"],
                                          max_length=self.config["gradient"]["max_length"],
-                                         progress=self.progress and self.state.is_main_process)
+                                         progress=self.progress and self.state.is_main_process,
+                                         loss_tokens=self.config["gradient"]["loss_tokens"])
         if self.state.is_main_process:
             gradient.save(self.output / "gradient")
             print(f"    ‖g‖ = {gradient.norm:.4g} over {gradient.metadata['num_tokens']} tokens")

@@ -51,6 +51,7 @@ def test_overrides_from_set_and_file(tmp_path):
     (["generation.seed=abc"], "generation.seed"),
     (["evaluation.answer_forcing_tokens=-5"], "answer_forcing_tokens"),
     (["toy_world=bogus"], "toy_world"),
+    (["gradient.loss_tokens=words"], "gradient.loss_tokens"),
     (["distill.seeds=[1, 1]"], "distill.seeds"),
     (["grid.endpoint=2"], "grid.endpoint"),
     (["grid.calibrate=[temperature]", "grid.targets=[1.5]"], "grid.targets"),
