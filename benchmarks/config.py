@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from harness_plugin.errors import AntidistillError
-from harness_plugin.names import DTYPE_NAMES, PENALTY_METHODS, SAMPLER_LONG_NAMES
+from harness_plugin.names import DTYPE_NAMES, LOSS_TOKENS, PENALTY_METHODS, SAMPLER_LONG_NAMES
 
 DATASETS = ("toy", "gsm8k", "math", "math500")
 SAMPLER_SECTIONS = ("temperature", "antidistillation", "permutation")
@@ -265,8 +265,6 @@ class BenchConfig:
                 raise ConfigError(f"tracking.{key} must be a non-empty name without quotes or backquotes (MLflow "
                                   f"looks it up in a quoted filter), got {name!r}")
         self._validate_more()
-        from harness_plugin.gradient import LOSS_TOKENS
-
         if data["gradient"]["loss_tokens"] not in LOSS_TOKENS:
             raise ConfigError(f"gradient.loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got "
                               f"{data['gradient']['loss_tokens']!r}")

@@ -555,7 +555,8 @@ class Pipeline:
                 tracker.log(parent, {}, {f"G_{row['sampler']}{suffix}": row[key] for key, suffix in
                                          (("G", ""), ("low", "_low"), ("high", "_high"), ("defined", "_defined"))
                                          if row[key] is not None})
-            tracker.log(parent, {}, {"T_star": row["teacher_accuracy"]})  # where G is read (the figure marks it)
+        if endpoints:  # where G is read, the same T* for every tilted sampler (the figure marks it)
+            tracker.log(parent, {}, {"T_star": endpoints[0]["teacher_accuracy"]})
         comparisons = self.comparisons()
         for row in comparisons:
             prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"

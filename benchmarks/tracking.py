@@ -164,13 +164,15 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+        from harness_plugin.io import sha256_of_records
+
         logged = {d.dataset.name for d in self.client.get_run(run_id).inputs.dataset_inputs}
         inputs = []
         for split, records in splits.items():
             name = f"{source}/{split}"
             if name in logged:
                 continue
-            digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
+            digest = sha256_of_records(records)[:16]
             dataset = Dataset(name=name, digest=digest, source_type="antidistill",
                               source=json.dumps({"dataset": source, "split": split}),
                               profile=json.dumps({"num_rows": len(records)}))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AntidistillError
-from .names import PENALTY_METHODS, SAMPLERS
+from .names import LOSS_TOKENS, PENALTY_METHODS, SAMPLERS
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def register_gradient(subparsers: argparse._SubParsersAction) -> None:
                         help="folder to write the gradient into: new, or an earlier gradient folder (replaced)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None, help="truncate traces to this many tokens")
-    parser.add_argument("--loss-tokens", choices=("all", "digits"), default="all",
+    parser.add_argument("--loss-tokens", choices=LOSS_TOKENS, default="all",
                         help="completion tokens the proxy's NLL covers: all (the paper's, default) or digits only")
     _add_model_options(parser)
     parser.set_defaults(func=run_gradient)

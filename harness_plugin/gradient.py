@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import AntidistillError, GradientMismatchError
 from .io import atomic_directory, sha256_of_records
+from .names import LOSS_TOKENS
 from .tokens import EncodedTrace, encode_trace
 
 TENSORS_FILE = "gradient.safetensors"
@@ -101,10 +102,9 @@ def same_weights(recorded: Sequence[Sequence[float]], current: Sequence[Sequence
     return True
 
 
-# Which completion tokens the downstream loss ℓ covers. "all" is the paper's (every completion token); "digits"
-# keeps only tokens with a digit in them: on the toy world, ℓ over every token was mostly optional wording, and
-# the tilt learnt to drop that wording (README, results on world v4).
-LOSS_TOKENS = ("all", "digits")
+# Which completion tokens the downstream loss ℓ covers (`names.LOSS_TOKENS`). "all" is the paper's (every
+# completion token); "digits" keeps only tokens with a digit in them: on the toy world, ℓ over every token was
+# mostly optional wording, and the tilt learnt to drop that wording (README, results on world v4).
 
 
 def _supervised_ids(tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedTrace],
@@ -292,8 +292,8 @@ class ProxyGradient:
         given = {n: tuple(t.shape) for n, t in self.tensors.items()}
         missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
         wrong = sorted(n for n in set(expected) & set(given) if expected[n] != given[n])
+        proxy_name = getattr(getattr(proxy, "config", None), "_name_or_path", type(proxy).__name__)
         if missing or extra or wrong:
-            proxy_name = getattr(getattr(proxy, "config", None), "_name_or_path", type(proxy).__name__)
             details = []
             if missing:
                 details.append(f"{len(missing)} proxy parameters have no gradient (e.g. {missing[:3]})")
@@ -308,7 +308,6 @@ class ProxyGradient:
             )
         recorded = self.metadata.get("proxy_fingerprint")
         if recorded is not None and not same_weights(recorded, weights_fingerprint(proxy)):
-            proxy_name = getattr(getattr(proxy, "config", None), "_name_or_path", type(proxy).__name__)
             raise GradientMismatchError(
                 f"{source} was computed for a proxy with other weights ({self.metadata.get('proxy_name')!r}) than "
                 f"the proxy in use ({proxy_name!r}); the shapes match, the checkpoints do not. Recompute it for this "

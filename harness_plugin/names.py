@@ -1,4 +1,4 @@
-"""Names of samplers, penalty methods and dtypes, in a module without torch so CLIs and configs can list them cheaply."""
+"""Names of samplers, penalty methods, dtypes and loss-token sets, in a module without torch so CLIs and configs can list them cheaply."""
 
 from __future__ import annotations
 
@@ -6,3 +6,5 @@ SAMPLERS: tuple[str, ...] = ("ads", "permutation", "temperature")
 SAMPLER_LONG_NAMES = {"ads": "antidistillation", "permutation": "permutation", "temperature": "temperature"}
 PENALTY_METHODS: tuple[str, ...] = ("fd", "jvp", "head")
 DTYPE_NAMES: tuple[str, ...] = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+# Which completion tokens the proxy gradient's downstream loss ℓ covers (harness_plugin.gradient).
+LOSS_TOKENS: tuple[str, ...] = ("all", "digits")

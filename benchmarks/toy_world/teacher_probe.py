@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from harness_plugin.io import write_jsonl
+
 VARIANTS = {
     "all": "every style element (the preset's solutions)",
     "no-extras": "no side remarks and no opening line (phrasings, connectors, restatements stay)",
@@ -149,7 +151,7 @@ def main() -> None:
     records = result.pop("records")
     completions = out.with_suffix(".completions.jsonl")
     out.write_text(json.dumps(result, indent=2) + "\n")
-    completions.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(completions, records)
     print(json.dumps(result, indent=2))
     print(f"written to {out}; the test completions to {completions}")
 
