@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--levels", type=_fractions, default=None,
                         help="teacher accuracies for the table, e.g. 0.7,0.5,0.3 (default: every 10%% covered)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the bands (default 1000)")
-    parser.add_argument("--frac", type=float, default=2 / 3, help="LOWESS span, a fraction of the points (2/3)")
+    parser.add_argument("--frac", type=float, default=2 / 3, help="LOWESS span, a fraction of the points (default 2/3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
     parser.set_defaults(func=run_figures)

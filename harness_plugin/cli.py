@@ -34,7 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
             _register_broken(subparsers, entry_point.name, error)
             continue
         register(subparsers)
+    show_defaults(parser)
     return parser
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append `(default: X)` to every option's help, in this parser and every subcommand below it.
+
+    Done once over the finished tree rather than by a formatter class per `add_parser` call, so that commands
+    registered by other modules get it too; options whose help already names its default are left alone.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                show_defaults(subparser)
+            continue
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
+                or default in ("", [], ()) or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            continue
+        help_text = action.help or ""
+        if "default" in help_text or help_text == argparse.SUPPRESS:
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        suffix = f"(default: {shown.replace('%', '%%')})"
+        action.help = f"{help_text} {suffix}" if help_text else suffix
 
 
 def _register_broken(subparsers: argparse._SubParsersAction, name: str, error: ImportError) -> None:

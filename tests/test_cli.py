@@ -70,3 +70,36 @@ def test_outputs_are_checked_before_any_model_loads_and_user_files_survive(tmp_p
     again = _run("gradient", "--proxy", proxy, "--traces", str(traces), "--output", str(tmp_path / "g"), cwd=tmp_path)
     assert first.returncode == 0 and again.returncode == 0, again.stderr[-1500:]
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["gradient.json", "gradient.safetensors"]
+
+
+def _commands(parser, path=()):
+    """Every (command path, parser) in the `antidistill` tree, the root included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_option_with_a_default_shows_it_in_help() -> None:
+    import argparse
+
+    from harness_plugin.cli import build_parser
+
+    checked = 0
+    for path, parser in _commands(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            default = action.default
+            if (not action.option_strings or default is None or default is False or default in ("", [])
+                    or default == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction)):
+                continue
+            help_text = " ".join(parser._get_formatter()._expand_help(action).split())
+            assert "default" in help_text and help_text in text, (path, action.option_strings, default)
+            checked += 1
+    assert checked > 20  # the tree was walked (gradient, generate, bench, figures, perf, ...)
+    # and a real user sees it: a subprocess, not the parser object
+    result = subprocess.run([*ANTIDISTILL, "generate", "--help"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0 and "(default: 256)" in " ".join(result.stdout.split())
