@@ -157,6 +157,10 @@ class Pipeline:
             self.output.mkdir(parents=True, exist_ok=True)
             self.clean_leftovers()
             atomic_write_text(self.output / "config.yaml", self.config.to_yaml())
+            from .run_folder import WORLD_NAME, world_identity
+
+            if not (self.output / WORLD_NAME).is_file():
+                atomic_write_text(self.output / WORLD_NAME, json.dumps(world_identity(self.config), indent=1) + "\n")
         self.state.wait_for_everyone()
         for stage in self.stages():
             if stage.done:

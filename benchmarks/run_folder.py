@@ -9,8 +9,10 @@ given as output by mistake) may be touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ import yaml
 from .config import BenchConfig, ConfigError
 
 CONFIG_NAME = "config.yaml"
+# What the settings do not name but the results depend on: the toy world's content hash (its code, preset and
+# library versions). Written with the run's first stage, compared on every resumption.
+WORLD_NAME = "world.json"
 LOCK_NAME = ".antidistill-run.lock"
 # Settings that may change between a run and its resumption: they say where results are recorded, not what
 # they are.
@@ -50,6 +55,35 @@ def check_output(output: Path, config: BenchConfig) -> None:
         raise RunFolderError(f"--output {output} holds a run with other settings ({listed}{more}). Its results "
                              "would be mixed with this configuration's: give another --output, or rerun with the "
                              "saved settings to resume it")
+    check_world(output, config)
+
+
+def world_identity(config: BenchConfig) -> dict[str, Any]:
+    """The toy world a run uses, by content hash (no world is built for this), or {} for hub models."""
+    preset = config["toy_world"]
+    if not preset:
+        return {}
+    from .toy_world import get_preset, world_hash
+
+    return {"toy_world": str(preset), "hash": world_hash(get_preset(str(preset)))}
+
+
+def check_world(output: Path, config: BenchConfig) -> None:
+    """Refuse to resume a run on another toy world than the one its results came from."""
+    saved_path = output / WORLD_NAME
+    if not saved_path.is_file():
+        print(f"note: {output} records no world ({WORLD_NAME}: a run of an earlier version); resuming it on the "
+              "current world without checking", file=sys.stderr)
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{saved_path} is not valid JSON ({error}): give another --output") from None
+    current = world_identity(config)
+    if saved != current:
+        raise RunFolderError(f"--output {output} was made on world {saved.get('hash', saved)!r}, and this run's world "
+                             f"is {current.get('hash', current)!r} (its code, preset or library versions changed). "
+                             "Its results would be mixed with another world's: give another --output")
 
 
 def changed_settings(saved_path: Path, config: BenchConfig) -> list[tuple[str, Any, Any]]:

@@ -93,6 +93,8 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
     assert "holdout traces" not in result.stdout  # finished stages are skipped
+    assert "records no world" not in result.stderr  # the killed run had written its world's identity
+    assert json.loads((output / "world.json").read_text())["toy_world"] == "smoke"
     hidden = [p for p in output.rglob(".*") if "mlartifacts" not in p.parts]
     assert not hidden, f"temporary files left behind: {hidden}"
     summary = json.loads((output / "summary.json").read_text())

@@ -39,6 +39,25 @@ def test_changed_settings_are_refused_but_tracking_may_change(tmp_path):
         check_output(tmp_path, BenchConfig.load("smoke", overrides=["grid.antidistillation.lam=[3.0]"]))
 
 
+def test_a_run_made_on_another_world_is_refused(tmp_path, capsys):
+    """The settings name the toy world ("smoke"), not its content: a world rebuilt by changed code is another one."""
+    import json
+
+    from benchmarks.run_folder import WORLD_NAME, world_identity
+
+    config = BenchConfig.load("smoke")
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    check_output(tmp_path, config)  # an earlier version's run: no record, resumed with a note
+    assert WORLD_NAME in capsys.readouterr().err
+    identity = world_identity(config)
+    assert identity["toy_world"] == "smoke" and len(identity["hash"]) == 16
+    (tmp_path / WORLD_NAME).write_text(json.dumps(identity))
+    check_output(tmp_path, config)
+    (tmp_path / WORLD_NAME).write_text(json.dumps({**identity, "hash": "0123456789abcdef"}))
+    with pytest.raises(RunFolderError, match=r"world '0123456789abcdef'.*give another --output"):
+        check_output(tmp_path, config)
+
+
 def test_only_this_programs_temporary_names_are_leftovers(tmp_path):
     from benchmarks.pipeline import Pipeline
 
