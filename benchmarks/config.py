@@ -265,9 +265,6 @@ class BenchConfig:
                 raise ConfigError(f"tracking.{key} must be a non-empty name without quotes or backquotes (MLflow "
                                   f"looks it up in a quoted filter), got {name!r}")
         self._validate_more()
-        if data["gradient"]["loss_tokens"] not in LOSS_TOKENS:
-            raise ConfigError(f"gradient.loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got "
-                              f"{data['gradient']['loss_tokens']!r}")
         top_p = _number(data["generation"]["top_p"], "generation.top_p", strict=True)
         if top_p > 1:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")
@@ -288,6 +285,9 @@ class BenchConfig:
         data = self.data
         if data["grid"]["penalty"] not in PENALTY_METHODS:
             raise ConfigError(f"grid.penalty must be one of {', '.join(PENALTY_METHODS)}, got {data['grid']['penalty']!r}")
+        if data["gradient"]["loss_tokens"] not in LOSS_TOKENS:
+            raise ConfigError(f"gradient.loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got "
+                              f"{data['gradient']['loss_tokens']!r}")
         for key in ("dtype", "proxy_dtype"):
             if data["models"][key] is not None and data["models"][key] not in DTYPE_NAMES:
                 raise ConfigError(f"models.{key} must be null or one of {', '.join(DTYPE_NAMES)}, "

@@ -50,8 +50,9 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(subparser)
             continue
         default = action.default
+        # --help and --version have SUPPRESS as their default, so they are skipped here too
         if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
-                or default in ("", [], ()) or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+                or default in ("", [], ())):
             continue
         help_text = action.help or ""
         if "default" in help_text or help_text == argparse.SUPPRESS:

@@ -102,14 +102,13 @@ def same_weights(recorded: Sequence[Sequence[float]], current: Sequence[Sequence
     return True
 
 
-# Which completion tokens the downstream loss ℓ covers (`names.LOSS_TOKENS`). "all" is the paper's (every
-# completion token); "digits" keeps only tokens with a digit in them: on the toy world, ℓ over every token was
-# mostly optional wording, and the tilt learnt to drop that wording (README, results on world v4).
-
-
 def _supervised_ids(tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedTrace],
                     loss_tokens: str) -> set[int] | None:
-    """The token ids ℓ is computed on (None: every completion token)."""
+    """The token ids ℓ is computed on (None: every completion token, the paper's `all`).
+
+    `digits` keeps the completion tokens with a digit in them: on the toy world, ℓ over every token was mostly
+    optional wording, and the tilt learnt to drop that wording (README, results on world v4).
+    """
     if loss_tokens == "all":
         return None
     if loss_tokens != "digits":
