@@ -34,8 +34,13 @@ from pathlib import Path
 
 from harness_plugin.io import atomic_write_text
 
-# $ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data)
-DEFAULT_DATA = Path(os.environ.get("ANTIDISTILL_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+def default_data() -> str:
+    """$ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data), else the variable's name."""
+    if os.environ.get("ANTIDISTILL_DATA_DIR"):
+        return os.environ["ANTIDISTILL_DATA_DIR"]
+    beside_checkout = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return str(beside_checkout) if beside_checkout.is_dir() else "$ANTIDISTILL_DATA_DIR"
 
 
 @dataclass(frozen=True)
@@ -515,7 +520,8 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data)
     if not (data_dir / "math500" / "test.jsonl").exists():
-        print(f"error: no data at {data_dir}: pass --data pointing at the shared data folder", file=sys.stderr)
+        print(f"error: no math500/test.jsonl under {data_dir}: pass --data (or set ANTIDISTILL_DATA_DIR) pointing at "
+              "a folder with the layout of the project's offline data (math500/, math/, gsm8k/)", file=sys.stderr)
         return 2
     golds = load_golds(data_dir, args.limit, args.seed)
     pairs = build_pairs(golds, args.seed, args.rewrites_per_gold)
@@ -575,7 +581,7 @@ def run(args: argparse.Namespace) -> int:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m benchmarks.answers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder (default: %(default)s)")
+    parser.add_argument("--data", default=default_data(), help="offline data folder (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="at most N gold answers per source (default: all)")
     parser.add_argument("--rewrites-per-gold", type=int, default=2, help="rewrites sampled per gold answer")
     parser.add_argument("--seed", type=int, default=0)

@@ -90,13 +90,13 @@ def test_every_option_with_a_default_shows_it_in_help() -> None:
 
     checked = 0
     for path, parser in _commands(build_parser()):
-        text = " ".join(parser.format_help().split())
+        text = "".join(parser.format_help().split())  # no whitespace at all: argparse breaks long words (paths)
         for action in parser._actions:
             default = action.default
             if (not action.option_strings or default is None or default is False or default in ("", [])
                     or default == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction)):
                 continue
-            help_text = " ".join(parser._get_formatter()._expand_help(action).split())
+            help_text = "".join(parser._get_formatter()._expand_help(action).split())
             assert "default" in help_text and help_text in text, (path, action.option_strings, default)
             checked += 1
     assert checked > 20  # the tree was walked (gradient, generate, bench, figures, perf, ...)
