@@ -44,7 +44,8 @@ def _apply_variant(variant: str) -> None:
 def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokenizer: bool, steps: int | None,
           n_test: int, threads: int = 1, variant: str = "all", hidden: int | None = None,
           fact_fraction: float | None = None, train_seed: int = 1, max_value: int | None = None,
-          steps_range: tuple[int, int] | None = None, max_new_tokens: int | None = None) -> dict:
+          steps_range: tuple[int, int] | None = None, max_new_tokens: int | None = None,
+          layers: int | None = None, lr: float | None = None) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -63,8 +64,9 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     torch.set_num_threads(threads)
     _apply_variant(variant)
     preset = get_preset(preset_name)
-    if hidden:
-        preset = replace(preset, teacher=replace(preset.teacher, hidden=hidden))
+    if hidden or layers:
+        preset = replace(preset, teacher=replace(preset.teacher, hidden=hidden or preset.teacher.hidden,
+                                                 layers=layers or preset.teacher.layers))
     if fact_fraction is not None:
         preset = replace(preset, teacher_fact_fraction=fact_fraction)
     if max_value is not None or steps_range is not None:
@@ -74,7 +76,8 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
                                                     max_steps=high))
     if max_new_tokens:
         preset = replace(preset, max_new_tokens=max_new_tokens)
-    spec = replace(preset.teacher_train, steps=steps) if steps else preset.teacher_train
+    spec = replace(preset.teacher_train, steps=steps or preset.teacher_train.steps,
+                   lr=lr or preset.teacher_train.lr)
     gsm = gsm8k_splits(preset, styles)
     style = STYLES["teacher"]
     texts = [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in gsm["train"][:4000]]
@@ -100,6 +103,7 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
     acc, records = evaluate_accuracy(model, tok, gsm["test"][:n_test], batch_size=100,
                                      max_new_tokens=preset.max_new_tokens)
     return {"preset": preset_name, "styles": styles, "variant": variant, "hidden": preset.teacher.hidden,
+            "layers": preset.teacher.layers, "lr": spec.lr,
             "fact_fraction": preset.teacher_fact_fraction, "noisy_fraction": noisy_fraction,
             "docs_in_tokenizer": docs_in_tokenizer, "steps": spec.steps, "n_test": n_test, "accuracy": acc,
             "final_loss": stats["final_loss"], "wall_s": time.perf_counter() - started, "threads": threads,
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--variant", default="all", choices=sorted(VARIANTS),
                         help="; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
     parser.add_argument("--hidden", type=int, default=None, help="teacher width (default: the preset's)")
+    parser.add_argument("--layers", type=int, default=None, help="teacher depth (default: the preset's)")
+    parser.add_argument("--lr", type=float, default=None, help="teacher peak learning rate (default: the preset's)")
     parser.add_argument("--fact-fraction", type=float, default=None,
                         help="arithmetic-practice documents per worked solution (default: the preset's)")
     parser.add_argument("--train-seed", type=int, default=1,
@@ -147,7 +153,7 @@ def main() -> None:
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
                    variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction,
                    train_seed=args.train_seed, max_value=args.max_value, steps_range=args.steps_range,
-                   max_new_tokens=args.max_new_tokens)
+                   max_new_tokens=args.max_new_tokens, layers=args.layers, lr=args.lr)
     records = result.pop("records")
     completions = out.with_suffix(".completions.jsonl")
     out.write_text(json.dumps(result, indent=2) + "\n")
