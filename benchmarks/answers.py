@@ -33,14 +33,15 @@ from fractions import Fraction
 from pathlib import Path
 
 from harness_plugin.io import atomic_write_text
+from harness_plugin.names import DATA_DIR_VARIABLE
 
 
 def default_data() -> str:
     """$ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data), else the variable's name."""
-    if os.environ.get("ANTIDISTILL_DATA_DIR"):
-        return os.environ["ANTIDISTILL_DATA_DIR"]
+    if os.environ.get(DATA_DIR_VARIABLE):
+        return os.environ[DATA_DIR_VARIABLE]
     beside_checkout = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return str(beside_checkout) if beside_checkout.is_dir() else "$ANTIDISTILL_DATA_DIR"
+    return str(beside_checkout) if beside_checkout.is_dir() else f"${DATA_DIR_VARIABLE}"
 
 
 @dataclass(frozen=True)
@@ -520,7 +521,7 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data)
     if not (data_dir / "math500" / "test.jsonl").exists():
-        print(f"error: no math500/test.jsonl under {data_dir}: pass --data (or set ANTIDISTILL_DATA_DIR) pointing at "
+        print(f"error: no math500/test.jsonl under {data_dir}: pass --data (or set {DATA_DIR_VARIABLE}) pointing at "
               "a folder with the layout of the project's offline data (math500/, math/, gsm8k/)", file=sys.stderr)
         return 2
     golds = load_golds(data_dir, args.limit, args.seed)

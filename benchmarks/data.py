@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from harness_plugin.io import read_jsonl
+from harness_plugin.names import DATA_DIR_VARIABLE
 
 from .config import BenchConfig, ConfigError
 
-DATA_DIR_ENV = "ANTIDISTILL_DATA_DIR"
 # (folder, split) -> (hub dataset, hub config, hub split)
 HUB = {
     ("gsm8k", "train"): ("openai/gsm8k", "main", "train"),
@@ -34,7 +34,7 @@ SOURCES = {
 
 
 def data_dir() -> Path | None:
-    value = os.environ.get(DATA_DIR_ENV)
+    value = os.environ.get(DATA_DIR_VARIABLE)
     return Path(value) if value else None
 
 
@@ -49,7 +49,7 @@ def required_files(config: BenchConfig) -> list[Path]:
 def check_data_available(config: BenchConfig) -> None:
     missing = [str(p) for p in required_files(config) if not p.is_file()]
     if missing:
-        raise ConfigError(f"missing data file(s) {', '.join(missing)}: point {DATA_DIR_ENV} at a folder with the "
+        raise ConfigError(f"missing data file(s) {', '.join(missing)}: point {DATA_DIR_VARIABLE} at a folder with the "
                           "layout gsm8k/, gsm8k_platinum/, math/, math500/, or unset it to use the Hugging Face hub")
 
 

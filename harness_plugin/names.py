@@ -8,3 +8,5 @@ PENALTY_METHODS: tuple[str, ...] = ("fd", "jvp", "head")
 DTYPE_NAMES: tuple[str, ...] = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 # Which completion tokens the proxy gradient's downstream loss ℓ covers (harness_plugin.gradient).
 LOSS_TOKENS: tuple[str, ...] = ("all", "digits")
+# The offline data folder (<dir>/<dataset>/<split>.jsonl, the layout of ../shared/data) read instead of the hub.
+DATA_DIR_VARIABLE = "ANTIDISTILL_DATA_DIR"

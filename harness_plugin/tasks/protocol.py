@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-DATA_DIR_VARIABLE = "ANTIDISTILL_DATA_DIR"
+from harness_plugin.names import DATA_DIR_VARIABLE
+
 SYSTEM_PROMPT = (
     "You are a math teacher. You will be given a math problem and you will solve it step by step.\n"
     "You will output your final solution like \\boxed{ANSWER}. Be sure to include relevant units within the "
