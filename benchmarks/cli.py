@@ -48,7 +48,8 @@ def _add_toy_world(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when a cached world exists")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the world's diagnostics (computed once, then read from <world>/diagnostics.json)")
-    p.add_argument("--no-progress", action="store_true", help="hide the diagnostics' progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide every progress bar (build, training, diagnostics, model loading)")
     p.set_defaults(func=_toy_world)
 
 

@@ -139,6 +139,7 @@ def distill_student(
     stage whose output exists, so a finished student is never silently retrained.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     config = config or DistillConfig()
     output_dir = Path(output_dir)
@@ -196,6 +197,8 @@ def distill_student(
             data_collator=_Collator(tokenizer.pad_token_id),
             callbacks=all_callbacks,
         )
+        if not progress:  # with tqdm off, Trainer prints every log dict instead; --no-progress means quiet
+            trainer.remove_callback(PrinterCallback)
         wall, cpu = time.perf_counter(), time.process_time()
         result = trainer.train()
         timing = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}

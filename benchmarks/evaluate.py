@@ -3,14 +3,12 @@
 Used by the toy world's build (teacher, proxy and student accuracies) and by the benchmark suite (student and
 teacher accuracy on the test split). Prompts are the problem text in the model's own chat template, so a
 student with another tokenizer than the teacher is asked in its own format. Answers are scored with
-`harness_plugin.answers.score` (the project's safe sympy checker) when it is importable.
+`harness_plugin.answers.score` (the project's safe sympy checker).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.toy_world.vocab import format_prompt
+from harness_plugin.progress import progress_enabled
 
 
 def load_model_and_tokenizer(model_dir: str | Path, tokenizer: Any = None) -> tuple[Any, Any]:
@@ -51,7 +50,8 @@ def generate_completions(
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, dynamic_ncols=True):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, dynamic_ncols=True,
+                      disable=not progress_enabled()):
         idx = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         out = model.generate(
@@ -67,28 +67,10 @@ def generate_completions(
     return outputs
 
 
-_GSM8K_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-
-
-def _fallback_score(text: str, reference: str, dataset: str) -> bool:
-    """Exact-arithmetic scorer for GSM8K-style `#### n` answers, used only until harness_plugin.answers exists."""
-    if dataset != "gsm8k":
-        raise RuntimeError(f"scoring {dataset!r} needs harness_plugin.answers (the sympy checker)")
-    found = _GSM8K_FINAL.findall(text)
-    if not found:
-        return False
-    try:
-        return Fraction(found[-1].replace(",", "")) == Fraction(reference.replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return False
-
-
 def score_answer(text: str, reference: str, dataset: str = "gsm8k") -> bool:
     """True when the final answer in `text` is equivalent to `reference` (a final answer, not a solution)."""
-    try:
-        from harness_plugin.answers import score
-    except ImportError:
-        return _fallback_score(text, reference, dataset)
+    from harness_plugin.answers import score
+
     return bool(score(text, reference, dataset))
 
 

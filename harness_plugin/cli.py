@@ -8,6 +8,7 @@ from `benchmarks` and `analysis`, and keeps `antidistill --help` fast: handlers 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -79,9 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from harness_plugin.errors import AntidistillError
+    from harness_plugin.progress import progress_bars_hidden
 
+    hidden = progress_bars_hidden() if getattr(args, "no_progress", False) else contextlib.nullcontext()
     try:
-        return int(args.func(args) or 0)
+        with hidden:
+            return int(args.func(args) or 0)
     except (AntidistillError, OSError) as error:
         # Errors a user can cause (bad input, a missing or unwritable path, a full disk) are one line, not a
         # traceback: the message already says what to fix. Anything else is a bug and keeps its traceback.

@@ -96,3 +96,14 @@ def test_distillation_learns_the_traces_and_writes_atomically(smoke_world, tmp_p
         assert not any("wte" in k or "wpe" in k for k in changed), "LoRA must leave the embeddings alone"
     with pytest.raises(FileExistsError, match="overwrite"):
         distill_student(world.student_dir, traces, out, config)
+
+
+def test_without_progress_the_trainer_prints_no_log_dicts(smoke_world, tmp_path, capfd) -> None:  # noqa: F811
+    world, _ = smoke_world
+    logs: list[dict] = []
+    config = DistillConfig(method="full", max_steps=3, batch_size=4, logging_steps=1)
+    distill_student(world.student_dir, _traces(world, 4), tmp_path / "student", config, progress=False,
+                    on_log=lambda step, entry: logs.append(entry))
+    out = capfd.readouterr().out
+    assert "'loss'" not in out and "train_runtime" not in out, out
+    assert any("loss" in entry for entry in logs), "the log hook must still see every loss"

@@ -90,6 +90,10 @@ def test_cache_is_reused_and_keyed_by_content(smoke_world) -> None:  # noqa: F81
     assert again.root == world.root
     assert (again.root / "manifest.json").stat().st_mtime_ns == stamp
     assert ToyWorld.load(world.root).hash == world.hash == world.root.name
+    # the world's folder (a renamed mkdtemp, 0700 by birth) has the mode the umask gives, like its files
+    from harness_plugin.io import current_umask
+
+    assert world.root.stat().st_mode & 0o777 == 0o777 & ~current_umask()
     # only the finished world is in the cache: no temporary build directories left behind
     assert [p.name for p in cache.iterdir()] == [world.root.name]
     smoke = get_preset("smoke")
@@ -129,6 +133,25 @@ def test_cli_prints_the_accuracy_table(smoke_world, capsys) -> None:  # noqa: F8
     stamp = world.diagnostics_path.stat().st_mtime_ns
     assert main(["bench", "toy-world", "--preset", "smoke", "--cache-dir", str(cache), "--no-progress"]) == 0
     assert world.diagnostics_path.stat().st_mtime_ns == stamp
+    from harness_plugin.progress import progress_enabled
+
+    assert progress_enabled(), "--no-progress run in-process must restore the bars afterwards"
+
+
+def test_no_progress_hides_every_bar_of_a_build(tmp_path) -> None:
+    """A fresh smoke build with --no-progress: no stage bar, no training bars (worker processes), no loading bars."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "harness_plugin.cli", "bench", "toy-world", "--preset", "smoke", "--cache-dir",
+           str(tmp_path / "cache"), "--no-progress", "--no-diagnostics"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "building toy world" in done.stdout and "teacher" in done.stdout
+    for bar in ("it/s", "s/it", "%|"):
+        assert bar not in done.stderr, done.stderr[-2000:]
 
 
 def test_teacher_probe_runs_one_recipe_in_its_own_process(tmp_path) -> None:

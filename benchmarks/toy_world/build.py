@@ -22,6 +22,8 @@ from typing import Any
 from benchmarks.intervals import wilson_interval
 from benchmarks.toy_world.presets import Preset, get_preset, gsm8k_splits
 from benchmarks.toy_world.workers import TrainJob, build_workers, train_models
+from harness_plugin.io import apply_umask
+from harness_plugin.progress import progress_enabled
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
 BUILD_VERSION = "4"  # v4: splits dealt by hash per stratum (v3 left train without the small strata)
@@ -226,7 +228,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
 
     clock = _Clock()
-    stages = tqdm(total=10, desc=f"toy world ({preset.name})", dynamic_ncols=True)
+    stages = tqdm(total=10, desc=f"toy world ({preset.name})", dynamic_ncols=True, disable=not progress_enabled())
     report: dict[str, Any] = {"params": {}, "train": {}, "accuracy": {}}
 
     def step(name: str) -> None:
@@ -449,6 +451,7 @@ def build_toy_world(
 
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache))
+    apply_umask(work)  # mkdtemp makes it 0700, and it becomes the world's folder
     threads_before = torch.get_num_threads()
     threads = _default_threads()
     torch.set_num_threads(threads)

@@ -26,6 +26,8 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from harness_plugin.progress import progress_enabled
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -246,7 +248,8 @@ def train_lm(
     order: list[int] = []
     wall, cpu = time.perf_counter(), time.process_time()
     ema = None
-    bar = tqdm(range(spec.steps), desc=desc, leave=False, dynamic_ncols=True, position=position)
+    bar = tqdm(range(spec.steps), desc=desc, leave=False, dynamic_ncols=True, position=position,
+               disable=not progress_enabled())
     for step in bar:
         if len(order) < spec.batch_size:
             order.extend(_length_bucketed_epoch(examples, spec.batch_size, rng))
