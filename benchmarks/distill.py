@@ -141,7 +141,10 @@ def distill_student(
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
+    from harness_plugin.progress import progress_enabled
+
     config = config or DistillConfig()
+    progress = progress and progress_enabled()  # --no-progress reaches callers that do not pass it (the world build)
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists: remove it or pass overwrite=True to distil again")
