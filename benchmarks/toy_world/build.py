@@ -26,7 +26,7 @@ from harness_plugin.io import apply_umask
 from harness_plugin.progress import progress_enabled
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
-BUILD_VERSION = "4"  # v4: splits dealt by hash per stratum (v3 left train without the small strata)
+BUILD_VERSION = "5"  # v5: recipe A of the second v5 probe (numbers <= 40, 1-3 steps); v4: splits dealt by hash per stratum
 _HASHED_SOURCES = [
     "toy_world/generator.py",
     "toy_world/vocab.py",
