@@ -242,6 +242,18 @@ def test_include_path_finds_exactly_our_tasks():
     assert "antidistill" in manager.all_tags
 
 
+def test_installed_entry_points_name_our_model_and_our_task_folder():
+    """What plugin-discovering lm-eval releases read: the installed metadata, not our source tree."""
+    from importlib.metadata import entry_points
+
+    model = {ep.name: ep for ep in entry_points(group="lm_eval.models")}["antidistill"]
+    assert model.load().__name__ == "AntidistillLM"
+    package = {ep.name: ep for ep in entry_points(group="lm_eval.tasks")}["antidistill"].load()
+    folders = [os.path.abspath(folder) for folder in package.__path__]
+    assert folders == [os.path.abspath(tasks_path())]
+    assert {name for name in os.listdir(folders[0]) if name.endswith(".yaml")} >= {f"{t}.yaml" for t in TASK_NAMES}
+
+
 def test_tasks_path_goes_first_and_only_once():
     ours = tasks_path()
     assert _with_tasks_path(None) == [ours]
