@@ -209,7 +209,14 @@ class Tracker:
 
     def register_student(self, run_id: str, student_dir: Path, tags: Mapping[str, Any],
                          alias: str | None = None) -> str:
-        """Log the student folder as an artifact and register it as a model version, once per run."""
+        """Log the student with MLflow's transformers flavor and register it as a model version, once per run.
+
+        A logged model (MLmodel file, requirements) rather than a plain folder, so that
+        `mlflow.transformers.load_model("models:/<name>@clean")`, `mlflow.pyfunc` and `mlflow models serve` apply.
+        """
+        import logging
+
+        import mlflow
         from mlflow.exceptions import MlflowException
 
         with contextlib.suppress(MlflowException):  # registered by an earlier grid point already
@@ -219,11 +226,28 @@ class Tracker:
         if versions:
             version = str(versions[0].version)
         else:
-            self.client.log_artifacts(run_id, str(student_dir), artifact_path="student")
-            source = f"{self.client.get_run(run_id).info.artifact_uri}/student"
-            version = str(self.client.create_model_version(
-                self.registered_model, source=source, run_id=run_id,
-                tags={k: str(v) for k, v in tags.items()}).version)
+            from importlib.metadata import version as installed
+
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            components = {"model": AutoModelForCausalLM.from_pretrained(str(student_dir)),
+                          "tokenizer": AutoTokenizer.from_pretrained(str(student_dir))}
+            flavor_log = logging.getLogger("mlflow.transformers")
+            level = flavor_log.level
+            flavor_log.setLevel(logging.ERROR)  # offline, it warns that the hub has no model card for a local model
+            try:
+                mlflow.set_tracking_uri(self.uri)
+                with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id):
+                    # Requirements given, not inferred: inference loads the model again in a subprocess.
+                    info = mlflow.transformers.log_model(
+                        components, name="student", task="text-generation",
+                        pip_requirements=[f"{name}=={installed(name)}" for name in ("torch", "transformers")],
+                        registered_model_name=self.registered_model, await_registration_for=0)
+            finally:
+                flavor_log.setLevel(level)
+            version = str(info.registered_model_version)
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.registered_model, version, key, str(value))
         if alias:
             self.client.set_registered_model_alias(self.registered_model, alias, version)
         return version

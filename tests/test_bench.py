@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 ANTIDISTILL = [sys.executable, "-m", "harness_plugin.cli"]
@@ -114,15 +115,24 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     assert json.loads(splits["toy/test"].dataset.profile)["num_rows"] == summary["rows"][0]["teacher_accuracy_n"]
     assert splits["toy/test"].tags[0].value == "test"
 
-    # the clean-trace student loads back from the registry into transformers
+    # the clean-trace student is a logged transformers model: MLflow's flavor loads it from the registry, and the
+    # downloaded files load with from_pretrained; both give the student the run distilled
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")
-    local = mlflow.artifacts.download_artifacts("models:/antidistill-smoke-student@clean", dst_path=str(tmp_path / "dl"))
-    model = AutoModelForCausalLM.from_pretrained(local)
-    tokenizer = AutoTokenizer.from_pretrained(local)
-    assert model.config.vocab_size >= len(tokenizer)
+    components = mlflow.transformers.load_model("models:/antidistill-smoke-student@clean", return_type="components")
+    run_of_clean = client.get_model_version_by_alias("antidistill-smoke-student", "clean").run_id
+    (clean,) = [p.parent for p in output.rglob("tracked.json") if json.loads(p.read_text())["run_id"] == run_of_clean]
+    original = AutoModelForCausalLM.from_pretrained(clean / "student")
+    assert all(torch.equal(a, b) for a, b in zip(components["model"].state_dict().values(),
+                                                  original.state_dict().values()))
+    local = Path(mlflow.artifacts.download_artifacts("models:/antidistill-smoke-student@clean",
+                                                     dst_path=str(tmp_path / "dl")))
+    assert (local / "MLmodel").is_file()
+    model = AutoModelForCausalLM.from_pretrained(local / "model")
+    tokenizer = AutoTokenizer.from_pretrained(local / "components" / "tokenizer")
+    assert model.config.vocab_size >= len(tokenizer) and tokenizer.vocab == components["tokenizer"].vocab
     assert client.get_model_version_by_alias("antidistill-smoke-student", "clean").tags["tau"] == "0.0"
 
     # running again does nothing new: every stage is skipped, nothing is duplicated
