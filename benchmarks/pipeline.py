@@ -171,6 +171,8 @@ class Pipeline:
             where = f" [{stage.point.name}]" if stage.point else ""
             if main:
                 print(f"==> {stage.name}{where}", flush=True)
+                if stage.point is not None:
+                    self.point_run_id(stage.point)  # visible in `mlflow ui` from its first stage, not its last
             stage.action()
             self.state.wait_for_everyone()
             elapsed = time.perf_counter() - started
@@ -436,9 +438,15 @@ class Pipeline:
                   for t in read_jsonl(self.point_dir(point) / "train_traces.jsonl")]
         log: list[dict[str, Any]] = []
         output = self.student_dir(point, seed)
+        live = self.point_run_id(point) if self.state.is_main_process and self.is_first_seed(seed) else None
+
+        def on_log(step: int, logs: dict[str, Any]) -> None:
+            log.append({"step": step, **logs})
+            if live is not None and "loss" in logs:  # the loss curve grows in `mlflow ui` while the student trains
+                self.tracker().client.log_metric(live, "distill_loss", float(logs["loss"]), step=int(step))
+
         distill_student(self.world()["models"]["student"], traces, output, self.config.distill_config(seed),
-                        on_log=lambda step, logs: log.append({"step": step, **logs}),
-                        progress=self.progress and self.state.is_main_process)
+                        on_log=on_log, progress=self.progress and self.state.is_main_process)
         if self.state.is_main_process:
             write_jsonl(self._per_seed(point, seed, "distill_log", ".jsonl"), log)
 
@@ -458,13 +466,21 @@ class Pipeline:
             write_jsonl(_samples_path(output), records)
             _write_json(output, metrics)
 
+    def point_run_id(self, point: GridPoint) -> str:
+        """The grid point's MLflow run (created, RUNNING, at the point's first stage; found again on a resume)."""
+        runs = self._cache.setdefault("point_runs", {})
+        if point.name not in runs:
+            tracker = self.tracker()
+            runs[point.name] = tracker.child_run_id(tracker.parent_run_id(self.config.experiment), point.name)
+        return str(runs[point.name])
+
     def track(self, point: GridPoint) -> None:
         if not self.state.is_main_process:
             return
         tracker = self.tracker()
         folder = self.point_dir(point)
         parent = tracker.parent_run_id(self.config.experiment)
-        run_id = tracker.child_run_id(parent, point.name)
+        run_id = self.point_run_id(point)
         teacher = json.loads((folder / "teacher_eval.json").read_text())
         student = json.loads((folder / "student_eval.json").read_text())
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
@@ -515,7 +531,9 @@ class Pipeline:
         log_path = folder / "distill_log.jsonl"
         losses = [(int(e["step"]), float(e["loss"])) for e in read_jsonl(log_path) if "loss" in e] \
             if log_path.exists() else []
-        tracker.log(run_id, params, metrics, {"distill_loss": losses})
+        # The loss was streamed while the student trained; a student distilled before this run started has none.
+        streamed = bool(tracker.client.get_metric_history(run_id, "distill_loss"))
+        tracker.log(run_id, params, metrics, {} if streamed else {"distill_loss": losses})
         client = tracker.client
         for name in ("teacher_samples.jsonl", "student_samples.jsonl", "distill_log.jsonl"):
             if (folder / name).exists():

@@ -115,6 +115,16 @@ def test_smoke_run_killed_and_resumed_with_sqlite_tracking(bench_env, tmp_path):
     assert json.loads(splits["toy/test"].dataset.profile)["num_rows"] == summary["rows"][0]["teacher_accuracy_n"]
     assert splits["toy/test"].tags[0].value == "test"
 
+    # each point's run opened when its first stage began (so `mlflow ui` shows it at work), and its loss curve was
+    # streamed once, step by step, while the student trained
+    for tracked in output.rglob("tracked.json"):
+        point = client.get_run(json.loads(tracked.read_text())["run_id"])
+        first_output = tracked.parent / "train_traces.jsonl"
+        assert point.info.start_time <= first_output.stat().st_mtime_ns // 1_000_000
+        losses = [json.loads(line) for line in (tracked.parent / "distill_log.jsonl").read_text().splitlines()]
+        history = client.get_metric_history(point.info.run_id, "distill_loss")
+        assert sorted(m.step for m in history) == sorted(e["step"] for e in losses if "loss" in e)
+
     # the clean-trace student is a logged transformers model: MLflow's flavor loads it from the registry, and the
     # downloaded files load with from_pretrained; both give the student the run distilled
     import mlflow
