@@ -11,13 +11,12 @@ world's own teacher, student, splits and distillation settings, changing only wh
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from harness_plugin.io import write_jsonl
+from benchmarks.toy_world.teacher_probe import refuse_existing_outputs, write_probe_result
 
 
 def probe(world_dir: str | Path, n_traces: int, epochs: float | None, n_test: int | None, threads: int = 2) -> dict:
@@ -69,16 +68,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
     out = Path(args.out)
-    completions = out.with_suffix(".completions.jsonl")
-    for path in (out, completions):
-        if path.exists():
-            parser.error(f"{path} exists: choose another --out")
-    result = probe(args.world, args.n_traces, args.epochs, args.n_test, args.threads)
-    records = result.pop("records")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_jsonl(completions, records)
-    print(json.dumps(result, indent=2))
-    print(f"written to {out}; the test completions to {completions}")
+    refuse_existing_outputs(parser, out)
+    write_probe_result(out, probe(args.world, args.n_traces, args.epochs, args.n_test, args.threads))
 
 
 if __name__ == "__main__":

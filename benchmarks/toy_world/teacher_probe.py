@@ -147,15 +147,29 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args()
     out = Path(args.out)
-    for path in (out, out.with_suffix(".completions.jsonl")):
-        if path.exists():
-            parser.error(f"{path} exists: choose another --out")
+    refuse_existing_outputs(parser, out)
     result = probe(args.preset, args.styles, args.noisy_fraction, args.docs_in_tokenizer, args.steps, args.n_test,
                    variant=args.variant, hidden=args.hidden, fact_fraction=args.fact_fraction,
                    train_seed=args.train_seed, max_value=args.max_value, steps_range=args.steps_range,
                    max_new_tokens=args.max_new_tokens, layers=args.layers, lr=args.lr)
+    write_probe_result(out, result)
+
+
+def _completions_path(out: Path) -> Path:
+    return out.with_suffix(".completions.jsonl")
+
+
+def refuse_existing_outputs(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Stop before any training when a probe's result or its completions file exists: never overwrite a result."""
+    for path in (out, _completions_path(out)):
+        if path.exists():
+            parser.error(f"{path} exists: choose another --out")
+
+
+def write_probe_result(out: Path, result: dict) -> None:
+    """A probe's result as JSON at `out`, its per-problem test records beside it, so errors can be read afterwards."""
     records = result.pop("records")
-    completions = out.with_suffix(".completions.jsonl")
+    completions = _completions_path(out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     write_jsonl(completions, records)
     print(json.dumps(result, indent=2))
