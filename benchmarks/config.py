@@ -217,13 +217,29 @@ class BenchConfig:
         """The students' seeds per grid point: `distill.seeds`, or the one `distill.seed`."""
         return list(self.data["distill"]["seeds"] or [self.data["distill"]["seed"]])
 
-    def distill_config(self, seed: int | None = None) -> Any:
-        """`DistillConfig` of the `distill` section (its `seeds` list is the suite's, not the trainer's)."""
+    @property
+    def endpoint_seeds(self) -> list[int]:
+        """Extra students' seeds at the points that bracket the endpoint T* on each sampler's curve."""
+        return list(self.data["distill"]["endpoint_seeds"] or [])
+
+    def distill_config(self, seed: int | None = None, processes: int = 1) -> Any:
+        """`DistillConfig` of the `distill` section (its `seeds` list is the suite's, not the trainer's).
+
+        `distill.batch_size` is the global batch: under `accelerate launch` with `processes` ranks each takes an
+        equal share, so the optimizer sees the same batches and steps as in one process (a per-device batch
+        would double the global batch and halve the steps on two processes, which is another recipe).
+        """
         from .distill import DistillConfig
 
-        settings = {k: v for k, v in self.data["distill"].items() if k != "seeds"}
+        settings = {k: v for k, v in self.data["distill"].items() if k not in ("seeds", "endpoint_seeds")}
         if seed is not None:
             settings["seed"] = seed
+        batch = int(settings.get("batch_size", DistillConfig.batch_size))
+        if processes > 1:
+            if batch % processes:
+                raise ConfigError(f"distill.batch_size={batch} (the global batch) does not split evenly over "
+                                  f"{processes} processes: choose a multiple of {processes}")
+            settings["batch_size"] = batch // processes
         return DistillConfig(**settings)
 
     @property
@@ -273,6 +289,18 @@ class BenchConfig:
         if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
                                   or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
             raise ConfigError(f"distill.seeds must be null or a list of distinct integers, got {seeds!r}")
+        extra = data["distill"]["endpoint_seeds"]
+        if extra is None:
+            extra = []
+        if (not isinstance(extra, list) or len(set(map(str, extra))) != len(extra)
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in extra)):
+            raise ConfigError(f"distill.endpoint_seeds must be a list of distinct integers, got {extra!r}")
+        if extra and self.endpoint is None:
+            raise ConfigError("distill.endpoint_seeds needs grid.endpoint: the extra students go to the points "
+                              "the endpoint G is read between")
+        if set(extra) & set(self.distill_seeds):
+            raise ConfigError(f"distill.endpoint_seeds {extra} repeats a seed every point already has "
+                              f"({self.distill_seeds}): choose other seeds")
         try:
             self.distill_config()
         except TypeError as error:

@@ -67,24 +67,50 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None
     return None
 
 
-Curve = Sequence[tuple[Sequence[float], Sequence[float]]]  # per point: teacher and student outcomes per problem
+# Per point: the teacher's outcome per problem, and the student's, either per problem (one seed) or per seed and
+# problem ([seeds][problems]: students distilled with several seeds at that point).
+Curve = Sequence[tuple[Sequence[float], Sequence[float] | Sequence[Sequence[float]]]]
+
+
+def bracketing(xs: Sequence[float], x: float) -> list[int]:
+    """Indices of the points of a piecewise-linear curve that `interpolate` reads at `x`: the two around it, those
+    at it, or none outside the curve (the points a claim at `x` rests on, where extra seeds pay off)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    at = [i for i in order if xs[i] == x]
+    if at:
+        return at
+    for lower, upper in zip(order, order[1:]):
+        if xs[lower] < x < xs[upper]:
+            return [lower, upper]
+    return []
+
+
+def _student_matrix(outcomes: Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
+    """[seeds, problems]: one row for a single seed's 0/1 outcomes."""
+    try:
+        matrix = np.asarray(outcomes, dtype=float)
+    except ValueError:  # seeds of different lengths
+        raise ValueError("every seed's student outcomes must cover the same problems, in one order") from None
+    return matrix[None, :] if matrix.ndim == 1 else matrix
 
 
 def endpoint_gap(reference: Curve, other: Curve, teacher_accuracy: float, resamples: int = 2000, seed: int = 0,
                  level: float = 0.95) -> dict[str, float | None]:
     """G = reference's student accuracy minus other's, each read off its (teacher, student) accuracy curve at
     `teacher_accuracy`, with a bootstrap over problems: one resample of problem indices serves every point of both
-    curves, teachers and students alike, so their correlations are kept. `defined` is the share of resamples in
-    which both curves reach `teacher_accuracy`; G is None when the full sample's curves do not.
+    curves, teachers and students alike, so their correlations are kept. Where a point has students of several
+    seeds, each resample also draws that point's seeds with replacement (crossed with the problems), so the
+    interval carries the seed-to-seed spread of distillation too. `defined` is the share of resamples in which both
+    curves reach `teacher_accuracy`; G is None when the full sample's curves do not.
     """
     rows = [(t, s) for t, s in (*reference, *other)]
     if not reference or not other:
         raise ValueError("each curve needs at least one point")
     n = len(rows[0][0])
-    if any(len(t) != n or len(s) != n for t, s in rows):
+    students = [_student_matrix(s) for _, s in rows]
+    if any(len(t) != n for t, _ in rows) or any(m.shape[1] != n or not m.shape[0] for m in students):
         raise ValueError("every point's outcomes must cover the same problems, in one order")
     teachers = np.asarray([t for t, _ in rows], dtype=float)
-    students = np.asarray([s for _, s in rows], dtype=float)
     split = len(reference)
 
     def gap(t_acc: np.ndarray, s_acc: np.ndarray) -> float | None:
@@ -92,10 +118,18 @@ def endpoint_gap(reference: Curve, other: Curve, teacher_accuracy: float, resamp
         b = interpolate(list(zip(t_acc[split:], s_acc[split:])), teacher_accuracy)
         return None if a is None or b is None else a - b
 
-    full = gap(teachers.mean(axis=1), students.mean(axis=1))
-    idx = _resample_indices(n, resamples, seed)
+    full = gap(teachers.mean(axis=1), np.asarray([m.mean() for m in students]))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
     t_boot = teachers[:, idx].mean(axis=2)  # [points, resamples]
-    s_boot = students[:, idx].mean(axis=2)
+    s_boot = np.empty_like(t_boot)
+    for j, matrix in enumerate(students):
+        per_seed = matrix[:, idx].mean(axis=2)  # [seeds, resamples]
+        if matrix.shape[0] == 1:
+            s_boot[j] = per_seed[0]
+        else:
+            drawn = rng.integers(0, matrix.shape[0], size=(resamples, matrix.shape[0]))
+            s_boot[j] = per_seed[drawn, np.arange(resamples)[:, None]].mean(axis=1)
     stats = [g for r in range(resamples) if (g := gap(t_boot[:, r], s_boot[:, r])) is not None]
     low, high = _percentiles(stats, level) if stats else (None, None)
     return {"G": full, "low": low, "high": high, "n": n, "resamples": resamples, "defined": len(stats) / resamples,

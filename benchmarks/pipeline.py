@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,18 @@ class Pipeline:
                 Stage("track", "MLflow run + model version", folder / "tracked.json",
                       lambda p=point: self.track(self.resolve(p)), point),
             ]
+        # Extra students where G is read: known only once every point's teacher is scored, so `run` plans again
+        # after each stage and these come last.
+        for point in self.endpoint_points():
+            for seed in self.config.endpoint_seeds:
+                stages += [
+                    Stage("student", f"distil student (seed {seed}, at the endpoint)", self.student_dir(point, seed),
+                          lambda p=point, s=seed: self.distil(p, s), point),
+                    Stage("student-eval", f"student accuracy (seed {seed}, at the endpoint)",
+                          self.student_eval_path(point, seed), lambda p=point, s=seed: self.student_eval(p, s), point),
+                ]
+            stages.append(Stage("track", "MLflow: the endpoint seeds' accuracies",
+                                self.point_dir(point) / "tracked_seeds.json", lambda p=point: self.track_seeds(p), point))
         return stages
 
     def is_first_seed(self, seed: int) -> bool:
@@ -101,10 +113,48 @@ class Pipeline:
     def student_eval_path(self, point: GridPoint, seed: int) -> Path:
         return self._per_seed(point, seed, "student_eval", ".json")
 
-    def student_accuracies(self, point: GridPoint) -> list[float]:
-        """The point's student accuracy per seed, in the order of `distill.seeds`."""
+    def student_accuracies(self, point: GridPoint, seeds: list[int] | None = None) -> list[float]:
+        """The point's student accuracy per seed, for `seeds` (default: all of `point_seeds`)."""
         return [json.loads(self.student_eval_path(point, seed).read_text())["accuracy"]
-                for seed in self.config.distill_seeds]
+                for seed in (self.point_seeds(point) if seeds is None else seeds)]
+
+    def point_seeds(self, point: GridPoint) -> list[int]:
+        """`distill.seeds` everywhere, plus `distill.endpoint_seeds` at the points that bracket T*."""
+        extra = self.config.endpoint_seeds
+        if extra and point.name in {p.name for p in self.endpoint_points()}:
+            return self.config.distill_seeds + extra
+        return self.config.distill_seeds
+
+    def greedy_teacher_accuracy(self) -> float | None:
+        """The clean (greedy) point's teacher accuracy on the test split, once it is scored."""
+        clean = next((p for p in self.config.grid if p.is_clean), None)
+        path = self.point_dir(clean) / "teacher_eval.json" if clean is not None else None
+        return json.loads(path.read_text())["accuracy"] if path is not None and path.is_file() else None
+
+    def t_star(self) -> float | None:
+        """The teacher accuracy where G is read (`grid.endpoint`, times the greedy teacher's when relative)."""
+        endpoint = self.config.endpoint
+        if endpoint is None or not self.config["grid"]["targets_relative"]:
+            return endpoint
+        greedy = self.greedy_teacher_accuracy()
+        return None if greedy is None else endpoint * greedy
+
+    def endpoint_points(self) -> list[GridPoint]:
+        """Per sampler, the one or two points whose teacher accuracies bracket T*: where G is read, so where extra
+        seeds narrow its interval. Empty until T* and all of a sampler's teacher accuracies are known."""
+        from .intervals import bracketing
+
+        t_star = self.t_star() if self.config.endpoint_seeds else None
+        if t_star is None:
+            return []
+        chosen: list[GridPoint] = []
+        for sampler in dict.fromkeys(p.sampler for p in self.config.grid):
+            points = [p for p in self.config.grid if p.sampler == sampler]
+            paths = [self.point_dir(p) / "teacher_eval.json" for p in points]
+            if all(path.is_file() for path in paths):
+                accuracies = [json.loads(path.read_text())["accuracy"] for path in paths]
+                chosen += [points[i] for i in bracketing(accuracies, t_star)]
+        return chosen
 
     def resolve(self, point: GridPoint) -> GridPoint:
         """The point with its calibrated knob (from calibration.json); an explicit point as it is."""
@@ -162,11 +212,21 @@ class Pipeline:
             if not (self.output / WORLD_NAME).is_file():
                 atomic_write_text(self.output / WORLD_NAME, json.dumps(world_identity(self.config), indent=1) + "\n")
         self.state.wait_for_everyone()
-        for stage in self.stages():
-            if stage.done:
-                if stop_after is not None and stage.key == stop_after:
+        previous: Path | None = None
+        while True:
+            # Planned again after every stage: the endpoint seeds' stages appear once the teachers are scored.
+            stage = None
+            for candidate in self.stages():
+                if not candidate.done:
+                    stage = candidate
+                    break
+                if stop_after is not None and candidate.key == stop_after:
                     return False
-                continue
+            if stage is None:
+                break
+            if stage.output == previous:
+                raise RuntimeError(f"the stage {stage.name!r} ran and did not write {stage.output}")
+            previous = stage.output
             started = time.perf_counter()
             where = f" [{stage.point.name}]" if stage.point else ""
             if main:
@@ -334,7 +394,6 @@ class Pipeline:
         without repeating probes. One generation seed for all probes: differences between probes are then the
         knob's effect, not a new draw of sampling noise.
         """
-        from dataclasses import replace
 
         from .calibration import BOUNDS, KNOBS, calibrate, probe_dicts, probes_from_dicts
         from .scoring import score_records
@@ -445,7 +504,12 @@ class Pipeline:
             if live is not None and "loss" in logs:  # the loss curve grows in `mlflow ui` while the student trains
                 self.tracker().client.log_metric(live, "distill_loss", float(logs["loss"]), step=int(step))
 
-        distill_student(self.world()["models"]["student"], traces, output, self.config.distill_config(seed),
+        config = self.config.distill_config(seed, processes=self.state.num_processes)
+        if self.state.num_processes > 1 and self.state.device.type == "cpu":
+            # TrainingArguments re-creates accelerate's shared state; without use_cpu it misses `accelerate
+            # launch`'s CPU ranks, so each rank trained alone on all traces and both wrote the student folder.
+            config = replace(config, extra_training_args={**config.extra_training_args, "use_cpu": True})
+        distill_student(self.world()["models"]["student"], traces, output, config,
                         on_log=on_log, progress=self.progress and self.state.is_main_process)
         if self.state.is_main_process:
             write_jsonl(self._per_seed(point, seed, "distill_log", ".jsonl"), log)
@@ -507,9 +571,9 @@ class Pipeline:
         }
         for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
             metrics.update(_interval_metrics(key, source))
-        seeds = self.config.distill_seeds
+        seeds = self.config.distill_seeds  # the endpoint seeds come later, with their own stage (track_seeds)
         if len(seeds) > 1:
-            accuracies = self.student_accuracies(point)
+            accuracies = self.student_accuracies(point, seeds)
             metrics.update({f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)})
             metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
         for key, source in (("teacher_accuracy_af", teacher), ("student_accuracy_af", student)):
@@ -548,6 +612,16 @@ class Pipeline:
         tracker.finish(run_id)
         _write_json(folder / "tracked.json", {"run_id": run_id, "parent_run_id": parent,
                                               "registered_model": tracker.registered_model, "version": version})
+
+    def track_seeds(self, point: GridPoint) -> None:
+        """Add the endpoint seeds' student accuracies (and their mean) to the point's MLflow run."""
+        if not self.state.is_main_process:
+            return
+        seeds, accuracies = self.point_seeds(point), self.student_accuracies(point)
+        metrics = {f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)}
+        metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
+        self.tracker().log(self.point_run_id(point), {}, metrics)
+        _write_json(self.point_dir(point) / "tracked_seeds.json", {"seeds": seeds, "student_accuracies": accuracies})
 
     def tracker(self) -> Any:
         if "tracker" not in self._cache:
@@ -604,40 +678,39 @@ class Pipeline:
         _write_json(self.output / "summary.json", summary)
         return summary
 
-    def _outcomes(self, point: GridPoint, who: str) -> dict[str, float]:
-        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds (read once)."""
+    def _seed_outcomes(self, point: GridPoint, who: str) -> list[dict[str, float]]:
+        """Per test problem id, 1/0: the teacher's (one entry), or each of the point's students' (one per seed)."""
         key = f"outcomes-{point.name}-{who}"
         if key not in self._cache:
             if who == "teacher":
                 paths = [self.point_dir(point) / "teacher_samples.jsonl"]
             else:
-                paths = [_samples_path(self.student_eval_path(point, seed)) for seed in self.config.distill_seeds]
-            per_seed = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
-            shared = set.intersection(*(set(d) for d in per_seed))
-            self._cache[key] = {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
+                paths = [_samples_path(self.student_eval_path(point, seed)) for seed in self.point_seeds(point)]
+            self._cache[key] = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
         return self._cache[key]
+
+    def _outcomes(self, point: GridPoint, who: str) -> dict[str, float]:
+        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds."""
+        per_seed = self._seed_outcomes(point, who)
+        shared = set.intersection(*(set(d) for d in per_seed))
+        return {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
 
     def endpoints(self) -> list[dict[str, Any]]:
         """The primary endpoint G per tilted sampler (`grid.endpoint`; see `intervals.endpoint_gap`)."""
         from .intervals import endpoint_gap
 
-        endpoint = self.config.endpoint
-        if endpoint is None:
-            return []
-        points = list(map(self.resolve, self.config.grid))
-        clean = next((p for p in points if p.is_clean), None)
-        greedy = None
-        if clean is not None:
-            greedy = json.loads((self.point_dir(clean) / "teacher_eval.json").read_text())["accuracy"]
+        endpoint, t_star = self.config.endpoint, self.t_star()
+        if endpoint is None or t_star is None:
+            return []  # no endpoint, or a relative one without the greedy point
+        greedy = self.greedy_teacher_accuracy()
         relative = bool(self.config["grid"]["targets_relative"])
-        if relative and greedy is None:
-            return []  # a relative endpoint needs the greedy point
-        t_star = endpoint * greedy if relative else endpoint
-        outcomes = {p.name: (self._outcomes(p, "teacher"), self._outcomes(p, "student")) for p in points}
-        ids = sorted(set.intersection(*(set(t) & set(s) for t, s in outcomes.values())))
+        points = list(map(self.resolve, self.config.grid))
+        outcomes = {p.name: (self._seed_outcomes(p, "teacher")[0], self._seed_outcomes(p, "student")) for p in points}
+        ids = sorted(set.intersection(*(set(t).intersection(*seeds) for t, seeds in outcomes.values())))
 
-        def curve(sampler: str) -> list[tuple[list[float], list[float]]]:
-            return [([outcomes[p.name][0][i] for i in ids], [outcomes[p.name][1][i] for i in ids])
+        def curve(sampler: str) -> list[tuple[list[float], list[list[float]]]]:
+            """Per point: the teacher's outcomes and each seed's student outcomes (the bootstrap draws seeds too)."""
+            return [([outcomes[p.name][0][i] for i in ids], [[seed[i] for i in ids] for seed in outcomes[p.name][1]])
                     for p in points if p.sampler == sampler]
 
         reference = curve("temperature")

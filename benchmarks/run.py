@@ -57,6 +57,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.stop_after == "calibration" and not config.calibrated:
             raise ConfigError("--stop-after calibration: this grid has no calibrated sampler (grid.calibrate)")
         check_output(output, config)
+        config.distill_config(processes=pipeline.state.num_processes)  # the global batch splits over the ranks
         _check_models(pipeline)
         with exclusive(output) if pipeline.state.is_main_process else contextlib.nullcontext():
             finished = pipeline.run(stop_after=args.stop_after,

@@ -29,6 +29,9 @@ LOCK_NAME = ".antidistill-run.lock"
 # Settings that may change between a run and its resumption: they say where results are recorded, not what
 # they are.
 RESUMABLE_KEYS = ("tracking",)
+# Settings whose change extends a run rather than redefining it: extra students at the endpoint's points only add
+# stages (and G is read again from all the students there); every existing result keeps its meaning.
+EXTENDING_KEYS = ("distill.endpoint_seeds",)
 # The temporary names this program creates (harness_plugin.io and benchmarks.distill): only these are leftovers.
 _LEFTOVER = re.compile(r"^\.(?:.+\.[A-Za-z0-9_]{8}\.tmp|.+\.old-\d+|student-[A-Za-z0-9_]{8})$")
 
@@ -96,7 +99,8 @@ def changed_settings(saved_path: Path, config: BenchConfig) -> list[tuple[str, A
     except ConfigError as error:
         raise RunFolderError(f"the run in {saved_path.parent} was saved with settings this version does not "
                              f"know ({error}): give another --output") from None
-    return [d for d in _differences(saved_config.data, config.data) if d[0].split(".")[0] not in RESUMABLE_KEYS]
+    return [d for d in _differences(saved_config.data, config.data)
+            if d[0].split(".")[0] not in RESUMABLE_KEYS and d[0] not in EXTENDING_KEYS]
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

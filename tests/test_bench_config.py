@@ -94,3 +94,12 @@ def test_paper_splits_from_offline_data(shared_data, monkeypatch):
     assert 5200 < len(math["train"]) <= 5250 and len(math["test"]) == 50
     assert all(r["reference"] for r in math["test"])
     assert {r["id"] for r in math["train"]}.isdisjoint(r["id"] for r in math["holdout"])
+
+
+def test_distill_batch_is_the_global_batch_split_over_processes():
+    config = BenchConfig.load("toy", None, ["distill.batch_size=16"])
+    assert config.distill_config(processes=1).batch_size == 16
+    assert config.distill_config(processes=2).batch_size == 8  # two ranks x 8 = the same 16 per optimizer step
+    assert config.distill_config(seed=3, processes=4).seed == 3
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        config.distill_config(processes=3)

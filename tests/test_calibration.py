@@ -121,3 +121,39 @@ def test_endpoint_gap_recovers_a_known_gap_and_refuses_to_extrapolate():
     assert g["low"] > 0  # n = 4000 resolves a 10-point gap
     beyond = endpoint_gap(temperature, tilted, 0.9, resamples=50)
     assert beyond["G"] is None and beyond["defined"] == 0.0 and beyond["low"] is None
+
+
+def test_bracketing_names_the_points_interpolation_reads():
+    from benchmarks.intervals import bracketing
+
+    xs = [0.8, 0.3, 0.55, 0.1]
+    assert sorted(bracketing(xs, 0.5)) == [1, 2]  # 0.3 < 0.5 < 0.55, whatever the order of the points
+    assert bracketing(xs, 0.55) == [2]
+    assert bracketing([0.0, 0.0, 0.2], 0.0) == [0, 1]  # ties at x: every one of them
+    assert bracketing(xs, 0.9) == [] and bracketing(xs, 0.05) == []
+
+
+def test_endpoint_gap_with_seeds_draws_them_and_equals_one_seed_when_they_agree():
+    """Identical seeds change nothing; seeds that disagree widen the interval, which the per-problem mean alone
+    (the same 0.5 on every problem here) cannot show."""
+    from benchmarks.intervals import endpoint_gap
+
+    rng = random.Random(3)
+    n = 400
+    teacher_hi = [1.0 if rng.random() < 0.8 else 0.0 for _ in range(n)]
+    teacher_lo = [1.0 if rng.random() < 0.4 else 0.0 for _ in range(n)]
+    student = [1.0 if rng.random() < 0.5 else 0.0 for _ in range(n)]
+    reference = [(teacher_hi, student), (teacher_lo, student)]
+    one = endpoint_gap(reference, [(teacher_hi, student), (teacher_lo, student)], 0.6, resamples=300)
+    same = endpoint_gap(reference, [(teacher_hi, [student, student]), (teacher_lo, student)], 0.6, resamples=300)
+    assert (same["G"], same["low"], same["high"]) == pytest.approx((one["G"], one["low"], one["high"]))
+
+    all_right, all_wrong = [1.0] * n, [0.0] * n
+    halves = [0.5] * n
+    mean_only = endpoint_gap(reference, [(teacher_hi, halves), (teacher_lo, halves)], 0.6, resamples=300)
+    crossed = endpoint_gap(reference, [(teacher_hi, [all_right, all_wrong]), (teacher_lo, [all_right, all_wrong])],
+                           0.6, resamples=300)
+    assert crossed["G"] == pytest.approx(mean_only["G"])
+    assert crossed["high"] - crossed["low"] > 3 * (mean_only["high"] - mean_only["low"])
+    with pytest.raises(ValueError, match="same problems"):
+        endpoint_gap(reference, [(teacher_hi, [student, student[:-1]])], 0.6)
