@@ -4,6 +4,7 @@ the model registry, bad settings, and two processes under accelerate."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -271,7 +272,7 @@ def test_bad_settings_fail_before_any_work(bench_env, tmp_path, tiny_dir, capsys
 
 
 @pytest.mark.slow
-def test_holdout_traces_and_gradient_under_two_processes_equal_one(bench_env, tmp_path):
+def test_two_processes_give_the_same_traces_and_gradient_and_distil_with_the_same_global_batch(bench_env, tmp_path):
     import torch
     from safetensors.torch import load_file
 
@@ -282,7 +283,7 @@ def test_holdout_traces_and_gradient_under_two_processes_equal_one(bench_env, tm
     double = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                              "--main_process_port", str(_free_port()),
-                             "-m", "harness_plugin.cli", *common, "--output", str(tmp_path / "two")],
+                             "-m", "harness_plugin.cli", *common[:-2], "--no-figures", "--output", str(tmp_path / "two")],
                             env=bench_env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     errors = [line for line in double.stderr.splitlines() if "Error" in line or "rank" in line.lower()]
     assert double.returncode == 0, "\n".join(errors[-40:])
@@ -295,3 +296,9 @@ def test_holdout_traces_and_gradient_under_two_processes_equal_one(bench_env, tm
     for name, tensor in g1.items():
         torch.testing.assert_close(g2[name], tensor, rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "two" / "gradient" / "gradient.json").read_text())["world_size"] == 2
+    # The whole run goes on under two ranks, and distill.batch_size stays the global batch: each rank takes half,
+    # so the optimizer takes as many steps as one process would (each rank once trained alone on all traces).
+    distilled = json.loads((tmp_path / "two" / "points" / "clean-greedy" / "student" / "distill.json").read_text())
+    assert distilled["config"]["batch_size"] * 2 == 8  # the smoke preset's distill.batch_size
+    assert distilled["global_steps"] == math.ceil(distilled["n_examples"] / 8)
+    assert (tmp_path / "two" / "summary.json").is_file()
