@@ -394,7 +394,6 @@ class Pipeline:
         without repeating probes. One generation seed for all probes: differences between probes are then the
         knob's effect, not a new draw of sampling noise.
         """
-
         from .calibration import BOUNDS, KNOBS, calibrate, probe_dicts, probes_from_dicts
         from .scoring import score_records
 
