@@ -286,14 +286,12 @@ class BenchConfig:
             raise ConfigError(f"generation.top_p must be in (0, 1], got {top_p}")
 
         seeds = data["distill"]["seeds"]
-        if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
-                                  or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        if seeds is not None and (not _distinct_integers(seeds) or not seeds):
             raise ConfigError(f"distill.seeds must be null or a list of distinct integers, got {seeds!r}")
         extra = data["distill"]["endpoint_seeds"]
         if extra is None:
             extra = []
-        if (not isinstance(extra, list) or len(set(map(str, extra))) != len(extra)
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in extra)):
+        if not _distinct_integers(extra):
             raise ConfigError(f"distill.endpoint_seeds must be a list of distinct integers, got {extra!r}")
         if extra and self.endpoint is None:
             raise ConfigError("distill.endpoint_seeds needs grid.endpoint: the extra students go to the points "
@@ -336,3 +334,9 @@ class BenchConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True)
+
+
+def _distinct_integers(value: Any) -> bool:
+    """A list of distinct integers (booleans are not seeds), as `distill.seeds` and `distill.endpoint_seeds` need."""
+    return (isinstance(value, list) and len(set(map(str, value))) == len(value)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in value))
