@@ -43,7 +43,8 @@ def _add_toy_world(sub: argparse._SubParsersAction) -> None:
             "are cached by content hash under $ANTIDISTILL_CACHE/toy_world (default ~/.cache/antidistill)."
         ),
     )
-    p.add_argument("--preset", default="toy", choices=["toy", "smoke"], help="build size (default: toy)")
+    p.add_argument("--preset", default="toy", choices=["smoke", "toy", "toy-rich"],
+                   help="build size (default: toy; toy-rich: the toy world with more varied solutions)")
     p.add_argument("--cache-dir", default=None, help="where built worlds are cached")
     p.add_argument("--force", action="store_true", help="rebuild even when a cached world exists")
     p.add_argument("--no-diagnostics", action="store_true",

@@ -120,10 +120,17 @@ class _Steps:
         lines = [line.plain() if isinstance(line, _Calc) else line for line in self.lines]
         return "\n".join([*lines, f"#### {final}"])
 
-    def solution(self, final: int, question: str, rng: random.Random, style: bool = True) -> str:
-        """The solution in a sampled style (see the class docstring); `style=False` gives `plain`."""
+    def solution(
+        self, final: int, question: str, rng: random.Random, style: bool = True, extra: random.Random | None = None
+    ) -> str:
+        """The solution in a sampled style (see the class docstring); `style=False` gives `plain`.
+
+        `extra`, when given, adds the rich choices (`_Extras`) drawn from that stream only, so `rng` makes the
+        same draws as without them and the problem stream (and so every split) stays the same.
+        """
         if not style:
             return self.plain(final)
+        extras = _Extras(extra, question) if extra is not None else None
         out: list[str] = []
         opening = rng.choice(_OPENINGS)
         if opening:
@@ -131,14 +138,54 @@ class _Steps:
         if rng.random() < 0.3:
             out.append(_restate(question, rng))
         for i, line in enumerate(self.lines):
-            text = _style_line(line, rng) if isinstance(line, _Calc) else line
-            connector = rng.choice(_CONNECTORS) if i > 0 else ""
+            text = _style_line(line, rng, extras.tail() if extras else "") if isinstance(line, _Calc) else line
+            connector = rng.choice(_CONNECTORS) if i > 0 else (extras.first_connector() if extras else "")
             out.append(connector + _after_connector(text) if connector else text)
             if rng.random() < 0.25:
                 remark = side_remark(question, rng)
                 if remark:
-                    out.append(remark)
+                    out.append(extras.remark_lead(remark) if extras else remark)
+            if extras and (remark := extras.remark()):
+                out.append(remark)
+        if extras and (closing := extras.closing(final)):
+            out.append(closing)
         return "\n".join([*out, f"#### {final}"])
+
+
+class _Extras:
+    """The rich style (world v6): more answer-preserving choices, none inside an equation.
+
+    Why: on world v5 only 20% of the teacher's non-digit positions carried >= 0.3 nats of entropy (issue 12 asks
+    for 30%); its choices sat at line starts. These add choices at the end of arithmetic lines (after the result),
+    in how a side remark opens, more remarks, a first-line connector and a closing sentence that repeats the
+    answer. All are drawn from their own stream.
+    """
+
+    TAILS = ("", "", " in all", " in total", " here")
+    FIRST = ("", "", "First, ", "To start, ")
+    LEADS = ("Note that", "Notice that", "We see that", "Also,")
+    CLOSINGS = ("The answer is {}.", "So the answer is {}.", "The final answer is {}.")
+
+    def __init__(self, rng: random.Random, question: str) -> None:
+        self.rng, self.question = rng, question
+
+    def tail(self) -> str:
+        return self.rng.choice(self.TAILS)
+
+    def first_connector(self) -> str:
+        return self.rng.choice(self.FIRST)
+
+    def remark_lead(self, remark: str) -> str:
+        return remark.replace("Note that", self.rng.choice(self.LEADS), 1)
+
+    def remark(self) -> str | None:
+        if self.rng.random() >= 0.2:
+            return None
+        remark = side_remark(self.question, self.rng)
+        return self.remark_lead(remark) if remark else None
+
+    def closing(self, final: int) -> str | None:
+        return self.rng.choice(self.CLOSINGS).format(final) if self.rng.random() < 0.5 else None
 
 
 # How an arithmetic line joins its operation to its result. World v3 varied it (`=`, `is`, `, which is`, `, that
@@ -149,14 +196,14 @@ class _Steps:
 _JOINS: tuple[str, ...] = (" =",)
 
 
-def _style_line(line: _Calc, rng: random.Random) -> str:
+def _style_line(line: _Calc, rng: random.Random, tail: str = "") -> str:
     """One phrasing of an arithmetic line, always in reading order: what is computed, the operands, the result.
 
     Why reading order: in world v2 two of three phrasings put the equation before what it computes, and that
     cost the teacher 25 points (probe: 34% with them, 60% with plain lines).
     """
     join = rng.choice(_JOINS) if len(_JOINS) > 1 else _JOINS[0]
-    return f"{line.before} {line.a} {line.op} {line.b}{join} {line.result}{line.after}."
+    return f"{line.before} {line.a} {line.op} {line.b}{join} {line.result}{line.after}{tail}."
 
 
 _LAST_QUESTION = re.compile(r"\s*[^.?]*\?$")  # the asked sentence at the end of a question
@@ -491,11 +538,13 @@ class Problem:
 
 
 def generate_problems(
-    seed: int, family: str = "gsm8k", difficulty: Difficulty | None = None, style: bool = True
+    seed: int, family: str = "gsm8k", difficulty: Difficulty | None = None, style: bool = True,
+    rich: bool = False,
 ) -> Iterator[Problem]:
     """Yield an endless, deterministic stream of problems (duplicates possible; `make_splits` removes them).
 
-    `style=False` writes every GSM8K-like solution in its one plain phrasing (the v1 world).
+    `style=False` writes every GSM8K-like solution in its one plain phrasing (the v1 world); `rich=True` adds
+    the rich style's choices (`_Extras`) from a stream of their own: the same problems, more varied solutions.
     """
     difficulty = difficulty or Difficulty()
     rng = random.Random(f"{family}-{seed}")
@@ -514,7 +563,8 @@ def generate_problems(
             else:
                 raise ValueError(f"template {template!r} cannot fit {difficulty}: raise max_value")
             params["n_steps"] = len(steps.lines)
-            answer = steps.solution(final, question, rng, style)
+            extra = random.Random(f"{family}-{seed}-rich-{question}") if rich else None
+            answer = steps.solution(final, question, rng, style, extra)
             yield Problem(question, answer, str(final), family, template, params, steps.plain(final))
     elif family == "math":
         names = sorted(MATH_TEMPLATES)
@@ -556,6 +606,7 @@ def make_splits(
     reworded: Collection[str] = (),
     style: bool = True,
     shares: dict[str, float] | None = None,
+    rich: bool = False,
 ) -> dict[str, list[dict]]:
     """Draw unique problems and deal each to the split its key hashes to, until every split is full.
 
@@ -577,7 +628,7 @@ def make_splits(
     splits: dict[str, list[dict]] = {name: [] for name in sizes}
     keys: dict[str, set[str]] = {name: set() for name in sizes}
     questions: dict[str, set[str]] = {name: set() for name in sizes}
-    stream = generate_problems(seed, family, difficulty, style)
+    stream = generate_problems(seed, family, difficulty, style, rich)
     idle = 0  # consecutive draws that added nothing to a split still filling
     while any(len(splits[name]) < size for name, size in sizes.items()):
         problem = next(stream)

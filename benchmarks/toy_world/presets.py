@@ -11,7 +11,7 @@ and a proxy trained like the undistilled student (the student's corpus, never a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from benchmarks.distill import DistillConfig
 from benchmarks.toy_world.generator import Difficulty
@@ -39,6 +39,9 @@ class Preset:
     split_shares: tuple[float, float, float] | None = None
     # Solutions in sampled styles (generator._Steps.solution); False gives the v1 world's one fixed phrasing.
     solution_styles: bool = True
+    # The rich style's extra choices (generator._Extras: line tails, remark openings, closing sentence), drawn from
+    # a stream of their own, so the problems and splits are those of the same preset without them.
+    rich_solutions: bool = False
     # MATH-like family (\boxed answers): data for the sympy checker, not used to train the models.
     n_math_test: int = 100
     n_math_holdout: int = 100
@@ -141,6 +144,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# World v6 candidate (issue 12's entropy target): `toy` with the rich style; the same problems and splits.
+PRESETS["toy-rich"] = replace(PRESETS["toy"], name="toy-rich", rich_solutions=True)
+
+
 def gsm8k_splits(preset: Preset, style: bool | None = None) -> dict[str, list[dict]]:
     """The preset's GSM8K-like test, holdout and train splits (what the build and the teacher probe both use)."""
     from benchmarks.toy_world.generator import make_splits
@@ -149,7 +156,7 @@ def gsm8k_splits(preset: Preset, style: bool | None = None) -> dict[str, list[di
     shares = dict(zip(sizes, preset.split_shares)) if preset.split_shares else None
     reworded = ("train",) if preset.train_rewordings else ()
     return make_splits(preset.seed, sizes, "gsm8k", preset.difficulty, reworded,
-                       preset.solution_styles if style is None else style, shares)
+                       preset.solution_styles if style is None else style, shares, preset.rich_solutions)
 
 
 def get_preset(name: str) -> Preset:
