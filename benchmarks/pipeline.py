@@ -570,6 +570,7 @@ class Pipeline:
         }
         for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
             metrics.update(_interval_metrics(key, source))
+            metrics[f"{key}_undecided"] = source.get("undecided", 0)  # absent in results scored before it existed
         seeds = self.config.distill_seeds  # the endpoint seeds come later, with their own stage (track_seeds)
         if len(seeds) > 1:
             accuracies = self.student_accuracies(point, seeds)

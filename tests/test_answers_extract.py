@@ -37,7 +37,8 @@ def test_gsm8k_extraction(text: str, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("so \\boxed{\\frac{1}{\\sqrt{2}}} first, then \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}.", "\\left(3, \\frac{\\pi}{2}\\right)"),
+        ("so \\boxed{\\frac{1}{\\sqrt{2}}} first.\n\nThen, in polar form, the point is \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}.",
+         "\\left(3, \\frac{\\pi}{2}\\right)"),
         ("nested \\boxed{\\frac{a^{2}}{\\{b\\}}} done", "\\frac{a^{2}}{\\{b\\}}"),
         ("\\fbox{7}", "7"),
         ("$\\boxed 5$ is it", "5"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_plugin.answers import is_equivalent, score, shutdown, warm_up
+from harness_plugin.answers import Verdict, is_equivalent, judge_equivalence, score, shutdown, warm_up
 from harness_plugin.answers.worker import WorkerError, WorkerPool, WorkerStartupError, get_pool
 
 LIMIT_S = 1.0
@@ -169,6 +171,49 @@ def test_concurrent_calls_from_many_threads() -> None:
     with ThreadPoolExecutor(max_workers=4) as executor:
         outcomes = list(executor.map(check, cases))
     assert all(got == expected for got, expected in outcomes)
+
+
+def test_a_comparison_cut_off_by_the_limit_is_undecided_not_different() -> None:
+    assert judge_equivalence(SLOW, SLOW_REFERENCE, timeout=LIMIT_S) is Verdict.UNDECIDED
+    assert judge_equivalence("2\\sqrt{2}", "\\sqrt{8}") is Verdict.EQUIVALENT
+    assert judge_equivalence("x^2", "x^3") is Verdict.DIFFERENT
+
+
+def test_no_call_under_load_exceeds_its_bound() -> None:
+    """8 threads, slow and ordinary comparisons mixed, 2 workers: waiting for a worker counts against the limit,
+    so every call returns within its timeout plus the cost of killing a worker (a bound, not a speed target)."""
+    cases = [(SLOW, SLOW_REFERENCE), ("2(x+1)", "2x+2"), ("\\sqrt{12}", "2\\sqrt{3}"), ("x+1", "x+2")] * 4
+
+    def timed(case: tuple[str, str]) -> tuple[float, Verdict]:
+        start = time.perf_counter()
+        verdict = judge_equivalence(*case, timeout=LIMIT_S)
+        return time.perf_counter() - start, verdict
+
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        outcomes = list(executor.map(timed, cases))
+    slowest = max(elapsed for elapsed, _ in outcomes)
+    assert slowest < LIMIT_S + SLACK_S, f"a call took {slowest:.2f} s"
+    assert all(verdict is Verdict.UNDECIDED for (elapsed, verdict), case in zip(outcomes, cases) if case[0] == SLOW)
+    assert not any(verdict is Verdict.EQUIVALENT for (_, verdict), case in zip(outcomes, cases) if case[1] == "x+2")
+
+
+MARKER_MODULE = "import pathlib\npathlib.Path(__file__).with_suffix('.imported').touch()\n"
+
+
+def test_workers_import_nothing_from_the_callers_folder(tmp_path: Path) -> None:
+    """Modules named like the worker's libraries, placed in the caller's current folder, are never imported."""
+    for name in ("math_verify", "sympy", "latex2sympy2_extended"):
+        (tmp_path / f"{name}.py").write_text(MARKER_MODULE)
+    script = (
+        "import os, sys; os.chdir(sys.argv[1]); "
+        "from harness_plugin.answers import is_equivalent; print(is_equivalent('2(x+1)', '2x+2'))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                            timeout=180, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert not list(tmp_path.glob("*.imported")), "a worker imported a module from the caller's folder"
 
 
 def test_a_worker_that_cannot_start_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

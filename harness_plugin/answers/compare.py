@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
+from fractions import Fraction
 from functools import lru_cache
 
 from harness_plugin.answers.guard import MAX_DEPTH, refusal
@@ -36,15 +38,23 @@ MAX_UNORDERED_ITEMS = 12  # matching is quadratic in the number of items
 MAX_SYMBOLIC_LEAVES = MAX_UNORDERED_ITEMS**2  # per call: one full matching of symbolic items
 MAX_STEPS = 20_000  # structural comparisons per call; nested lists of lists would otherwise multiply
 
+_NAME = r"(?:\\[a-zA-Z]+|[A-Za-z])(?:_\{?[\w\\]+\}?)?"
+_SEGMENT = r"(?:[A-Z]{1,3}|\\overline\{[A-Z]{1,3}\})"
+# What may stand left of "=" in an answer that only names its value: a variable or function (x, f(2), a_1, \theta),
+# a tuple of variables ((p, q)), a segment or its length (AB, |AB|, \overline{AB}), a ratio of names (V_1:V_2, A:B).
 _SIMPLE_LHS = re.compile(
-    r"(?:\\[a-zA-Z]+|[A-Za-z])(?:_\{?[\w\\]+\}?)?(?:\([^()=]*\))?'*"
-    r"|\((?:\s*(?:\\[a-zA-Z]+|[A-Za-z])(?:_\{?\w+\}?)?\s*,)+\s*(?:\\[a-zA-Z]+|[A-Za-z])(?:_\{?\w+\}?)?\s*\)"
+    rf"{_NAME}(?:\([^()=]*\))?'*"
+    rf"|\((?:\s*{_NAME}\s*[,;])+\s*{_NAME}\s*\)"
+    rf"|{_SEGMENT}|\|\s*{_SEGMENT}\s*\||{_NAME}(?:\s*:\s*{_NAME})+"
 )
+# a:b (or a:b:c) of plain numbers: a ratio, or a time when it reads h:mm
+_RATIO = re.compile(r"\d+(?:\.\d+)?(?:\s*:\s*\d+(?:\.\d+)?)+")
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d{2}")  # 2,74 and 1000,99 (1,000 is a thousands separator)
 _RELATION_BEFORE = "<>!:\\"
 
 
 class _Undecided(Exception):
-    """The worker could not answer in time; the call returns False and is not cached."""
+    """The worker could not answer in time; the call is UNDECIDED and is not cached."""
 
 
 class _TooComplex(Exception):
@@ -112,7 +122,20 @@ def _has_matching(matrix: list[list[bool | None]], accept: tuple[bool | None, ..
     return all(augment(row, [False] * size) for row in range(size))
 
 
+def _distinct(items: list[str], ctx: _Context) -> list[str]:
+    """Items with repeats (same canonical spelling) dropped: a root listed twice is one solution."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        form = _canonical(item, ctx)
+        if form not in seen:
+            seen.add(form)
+            kept.append(item)
+    return kept
+
+
 def _unordered(predictions: list[str], references: list[str], ctx: _Context) -> bool | None:
+    predictions, references = _distinct(predictions, ctx), _distinct(references, ctx)
     if len(predictions) != len(references):
         return False
     if sorted(_canonical(p, ctx) for p in predictions) == sorted(_canonical(r, ctx) for r in references):
@@ -142,6 +165,8 @@ def _items(text: str, thousands: bool = True) -> tuple[str, ...]:
     (``61,328``) is a thousands separator, not a list separator ("2, 500" with a space is a list); inside
     brackets (``[-36,104]``) commas always separate."""
     pieces = split_top_level(text, ",")
+    if len(pieces) == 1:
+        pieces = split_top_level(text, ";")  # (1; 2) and "1; 2": the semicolon as separator
     merged: list[str] = []
     for piece in pieces:
         if thousands and merged and merged[-1].rstrip()[-1:].isdigit() and _THOUSANDS_GROUP.match(piece):
@@ -228,9 +253,41 @@ def _equation(answer: str) -> list[str] | None:
     return cleaned if len(cleaned) >= 2 else None
 
 
+def _ratio(text: str) -> list[Fraction] | None:
+    if not _RATIO.fullmatch(text):
+        return None
+    return [Fraction(part.strip()) for part in text.split(":")]
+
+
+def _compare_ratio(p: str, r: str) -> bool | None:
+    """``a:b`` answers, decided here (sympy would read ``1:00`` as a division by zero, equal to ``12:00``).
+
+    Ratios match when proportional (``2:4`` = ``1:2``), but parts equal to zero (times like ``1:00``) must match
+    exactly; a ratio matches a number when it divides to it (``1:1`` = ``1``). None: neither side is a ratio.
+    """
+    p_ratio, r_ratio = _ratio(p), _ratio(r)
+    if p_ratio is None and r_ratio is None:
+        return None
+    if p_ratio is not None and r_ratio is not None:
+        if len(p_ratio) != len(r_ratio):
+            return False
+        if 0 in p_ratio or 0 in r_ratio:
+            return p_ratio == r_ratio
+        return all(a * r_ratio[0] == b * p_ratio[0] for a, b in zip(p_ratio, r_ratio))
+    ratio, other = (p_ratio, r) if p_ratio is not None else (r_ratio, p)
+    assert ratio is not None
+    number = parse_number(other)
+    if number is None or number.value is None or len(ratio) != 2 or ratio[1] == 0:
+        return False
+    return ratio[0] / ratio[1] == number.value
+
+
 def _compare_leaf(p: str, r: str, ctx: _Context) -> bool | None:
     if p.replace(" ", "") == r.replace(" ", ""):
         return True
+    ratio = _compare_ratio(p, r)
+    if ratio is not None:
+        return ratio
     p_number, r_number = parse_number(p), parse_number(r)
     if p_number is not None and r_number is not None:
         return numbers_equal(p_number, r_number, ctx.rel_tol)
@@ -288,6 +345,28 @@ def _canonical(answer: str, ctx: _Context) -> str:
     return form
 
 
+def _decimal_comma(p: str, r: str, ctx: _Context) -> bool | None:
+    """``2,74`` against a number: read as the decimal 2.74 (a list of 2 and 74 never equals one number)."""
+    for comma, other in ((p, r), (r, p)):
+        if _DECIMAL_COMMA.fullmatch(comma.replace(" ", "")) and parse_number(other) is not None:
+            return _compare(comma.replace(",", "."), other, ctx) if comma is p else _compare(other, comma.replace(",", "."), ctx)
+    return None
+
+
+def _named_value(p: str, r: str, ctx: _Context) -> bool | None:
+    """One side names its value (``AB = 4``, ``(p, q) = (3, 2)``, ``V_1:V_2 = 11:21``), the other is no equation:
+    compare the value. None when that is not the case."""
+    p_sides = _equation(p) if _structure(p) is None else None
+    r_sides = _equation(r) if _structure(r) is None else None
+    if (p_sides is None) == (r_sides is None):
+        return None
+    sides = p_sides if p_sides is not None else r_sides
+    assert sides is not None
+    if len(sides) != 2 or not _SIMPLE_LHS.fullmatch(sides[0]):
+        return None
+    return _compare(sides[1], r, ctx) if p_sides is not None else _compare(p, sides[1], ctx)
+
+
 def _compare(p: str, r: str, ctx: _Context) -> bool | None:
     """Three-valued equivalence of two normalised answers (None: waiting for a symbolic leaf)."""
     key = (p, r, ctx.collect)
@@ -310,6 +389,12 @@ def _compare_uncached(p: str, r: str, ctx: _Context) -> bool | None:
     p_choice, r_choice = choice_key(p), choice_key(r)
     if p_choice is not None and r_choice is not None:
         return p_choice == r_choice
+    decimal = _decimal_comma(p, r, ctx)
+    if decimal is not None:
+        return decimal
+    named = _named_value(p, r, ctx)
+    if named is not None:
+        return named
 
     p_structure, r_structure = _structure(p), _structure(r)
     if p_structure is not None and p_structure.kind == "group":
@@ -377,6 +462,38 @@ def _decide(prediction: str, reference: str, rel_tol: float, timeout: float) -> 
 _decide_cached = lru_cache(maxsize=1 << 16)(_decide)
 
 
+class Verdict(str, Enum):
+    """A comparison's outcome. UNDECIDED: the symbolic worker could not answer within the time limit (or no
+    worker was free in time); it is neither right nor wrong, and metrics count it on its own."""
+
+    EQUIVALENT = "equivalent"
+    DIFFERENT = "different"
+    UNDECIDED = "undecided"
+
+
+def judge_equivalence(
+    prediction: str,
+    reference: str,
+    *,
+    rel_tol: float = DEFAULT_REL_TOL,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Verdict:
+    """Three-valued ``is_equivalent``: a comparison cut off by ``timeout`` is UNDECIDED, not DIFFERENT."""
+    if not isinstance(prediction, str) or not isinstance(reference, str):
+        return Verdict.DIFFERENT
+    if not rel_tol >= 0 or not timeout > 0:
+        raise ValueError(f"rel_tol must be >= 0 and timeout > 0, got rel_tol={rel_tol!r}, timeout={timeout!r}")
+    if len(prediction) > MAX_INPUT_CHARS or len(reference) > MAX_INPUT_CHARS:
+        return Verdict.DIFFERENT
+    try:
+        equal = _decide_cached(prediction, reference, float(rel_tol), float(timeout))
+    except _Undecided:
+        return Verdict.UNDECIDED
+    except (_TooComplex, RecursionError):
+        return Verdict.DIFFERENT
+    return Verdict.EQUIVALENT if equal else Verdict.DIFFERENT
+
+
 def is_equivalent(
     prediction: str,
     reference: str,
@@ -390,18 +507,11 @@ def is_equivalent(
     non-terminating value matches within ``rel_tol`` (relative). Expressions are compared up to simplification,
     equations against their right-hand side, tuples and intervals in order with their brackets, sets and
     lists of solutions in any order, words case-insensitively. Empty answers never match. Symbolic work runs
-    in a worker process killed after ``timeout`` seconds; a timeout, like any refused input, returns False.
+    in a worker process; ``timeout`` bounds the call's wall clock, waiting for a free worker included. A
+    timeout, like any refused input, returns False here; ``judge_equivalence`` reports it as UNDECIDED.
     """
-    if not isinstance(prediction, str) or not isinstance(reference, str):
-        return False
-    if not rel_tol >= 0 or not timeout > 0:
-        raise ValueError(f"rel_tol must be >= 0 and timeout > 0, got rel_tol={rel_tol!r}, timeout={timeout!r}")
-    if len(prediction) > MAX_INPUT_CHARS or len(reference) > MAX_INPUT_CHARS:
-        return False
-    try:
-        return _decide_cached(prediction, reference, float(rel_tol), float(timeout))
-    except (_Undecided, _TooComplex, RecursionError):
-        return False
+    verdict = judge_equivalence(prediction, reference, rel_tol=rel_tol, timeout=timeout)
+    return verdict is Verdict.EQUIVALENT
 
 
 def clear_cache() -> None:

@@ -28,15 +28,21 @@ _DATASET_ALIASES = {
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _UNICODE_MINUS = str.maketrans({"−": "-", "–": "-"})
 # A number in prose: optional sign and currency, thousands separators, decimals, an optional /denominator.
+# A decimal comma (2,74 or 1000,99: exactly two digits after it, no digit or comma next) reads as a point;
+# 1,000 stays a thousands separator.
 _TEXT_NUMBER = re.compile(
-    r"(?<![\w.])(-)?\s?\\?\$?\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:/(\d+)(?![\d.]))?"
+    r"(?<![\w.])(-)?\s?\\?\$?\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{2}(?![\d,])|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:/(\d+)(?![\d.]))?"
 )
+_DECIMAL_COMMA = re.compile(r"\d+,\d{2}")
 _ANSWER_IS = re.compile(r"answer\s+is\b|answer\s*:", re.IGNORECASE)
 _FINAL_ANSWER_IS = re.compile(r"final\s+answer\s+is\b", re.IGNORECASE)
 _FINAL_ANSWER_COLON = re.compile(r"final\s+answer\s*:", re.IGNORECASE)
 _FORCING_MARKER = re.compile(r"\*\*\s*final\s+answer\s*:?\s*\*\*", re.IGNORECASE)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _SEGMENT = 300  # how far after a cue ("The answer is") the number may appear
+_BOX_GAP = 40  # at most this much text between two boxes of one answer ("or x =", "(b)")
+_MAX_BOXES = 12  # boxes read together as one answer (as many as an unordered list may hold)
 
 
 def canonical_dataset(dataset: str) -> str:
@@ -55,7 +61,9 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 
 
 def _canonical_number(match: re.Match[str]) -> str:
-    sign, digits, denominator = match.group(1), match.group(2).replace(",", ""), match.group(3)
+    digits = match.group(2)
+    digits = digits.replace(",", ".") if _DECIMAL_COMMA.fullmatch(digits) else digits.replace(",", "")
+    sign, denominator = match.group(1), match.group(3)
     if digits.startswith("."):
         digits = "0" + digits
     if "." in digits:
@@ -197,24 +205,125 @@ def _after_cue(text: str, start: int) -> str | None:
     hope = line.find(". I hope")
     if hope >= 0:
         line = line[:hope]
-    line = strip_math_delimiters(line.strip().rstrip(".")).strip()
+    line = line.strip().rstrip(".")
+    if _is_prose(line):
+        line = _math_in_sentence(line)
+    line = strip_math_delimiters(line.strip()).strip()
     return line or None
+
+
+_PROSE_WORD = re.compile(r"(?<![\\\w])[A-Za-z]{2,}\b")
+_VERB = re.compile(r"\s(?:is|are|equals|was|be)\s+", re.IGNORECASE)
+
+
+def _is_prose(line: str) -> bool:
+    """A sentence rather than a formula: two or more words outside ``$…$`` and ``\\text{}``."""
+    outside = re.sub(r"\$[^$]*\$|\\text\{[^{}]*\}", " ", line)
+    return len(_PROSE_WORD.findall(outside)) >= 2
+
+
+def _math_in_sentence(line: str) -> str:
+    """The answer in a sentence after a final-answer cue (``The largest $n$ is 34``): what follows the last
+    "is"/"are"/"equals", else the last ``$…$`` span, else the sentence itself."""
+    verb = _last_match(_VERB, line)
+    rest = line[verb.end() :].strip() if verb is not None else ""
+    if rest and not _is_prose(rest):
+        return " ".join(rest.replace("$", " ").split())
+    spans = [m.group(1).strip() for m in re.finditer(r"\$([^$]+)\$", rest or line)]
+    return ", ".join(spans) if spans else (rest or line)
+
+
+def _box_span(text: str, position: int) -> tuple[int, str] | None:
+    """(end, content) of the box at ``position``: ``end`` is just past its closing brace (or the text's end)."""
+    content = _box_content(text, position)
+    if not content:
+        return None
+    brace = text.find("{", position, position + 16)
+    close = matching_close(text, brace) if brace >= 0 else None
+    return (close + 1 if close is not None else len(text)), content
+
+
+def boxed_answers(text: str, everything: bool = False) -> list[str]:
+    """The final group of boxes: the last box and the boxes just before it with only a few words between them
+    (``x = \\boxed{2} or x = \\boxed{3}``; ``(a) \\boxed{5} (b) \\boxed{7}``), in order, repeats dropped.
+
+    ``everything`` takes every box of the text (a reference solution boxes only its answers). An earlier box
+    far before the last one is working, not part of the answer. At most ``_MAX_BOXES`` boxes are read, from the
+    end, and a box that encloses the next one ends the group, which keeps hostile texts linear.
+    """
+    group: list[tuple[int, int, str]] = []
+    for position in reversed(_command_positions(text, _BOX_COMMANDS)):
+        span = _box_span(text, position)
+        if span is None:
+            continue
+        end, content = span
+        if group:
+            between = text[end : group[0][0]]
+            if end > group[0][0] or (not everything and (len(between) > _BOX_GAP or "\n\n" in between)):
+                break
+        group.insert(0, (position, end, content))
+        if len(group) == _MAX_BOXES:
+            break
+    contents: list[str] = []
+    for _, _, content in group:
+        if content not in contents:
+            contents.append(content)
+    return contents
+
+
+def joined_boxes(text: str, everything: bool = False) -> str | None:
+    """``boxed_answers`` as one answer: the only box, or the boxes as a comma-separated list."""
+    contents = boxed_answers(text, everything)
+    if not contents:
+        return None
+    return contents[0] if len(contents) == 1 else ", ".join(contents)
+
+
+_DOLLARS = re.compile(r"(?<!\\)\$\$?")
+
+
+def last_math_span(text: str) -> str | None:
+    """Content of the last closed ``$…$``, ``$$…$$``, ``\\(…\\)`` or ``\\[…\\]``: math-verify's fallback when a
+    text has neither a box nor a final-answer cue (``Answer \\[ 9 \\]``, ``Therefore $x \\geq 5$ is ...``).
+    A ``$`` left open does not swallow what follows: only closed pairs count."""
+    spans: list[tuple[int, str]] = []
+    for left, right in (("\\[", "\\]"), ("\\(", "\\)")):
+        end = text.rfind(right)
+        start = text.rfind(left, 0, end) if end > 0 else -1
+        if start >= 0:
+            spans.append((end, text[start + len(left) : end]))
+    opened: tuple[int, str] | None = None
+    last_pair: tuple[int, str] | None = None
+    for match in _DOLLARS.finditer(text):
+        if opened is not None and opened[1] == match.group(0):
+            last_pair = (match.start(), text[opened[0] + len(opened[1]) : match.start()])
+            opened = None
+        else:
+            opened = (match.start(), match.group(0))
+    if last_pair is not None:
+        spans.append(last_pair)
+    spans = [(end, content.strip()) for end, content in spans if content.strip()]
+    return max(spans)[1] if spans else None
 
 
 def _extract_math(text: str) -> str | None:
     forced = forced_answer(text)
     if forced is not None:
         return forced or None
-    boxed = last_boxed(text)
+    cues = [cue for cue in (_last_match(_FINAL_ANSWER_IS, text), _last_match(_FINAL_ANSWER_COLON, text)) if cue]
+    cue = max(cues, key=lambda match: match.end()) if cues else None
+    box_positions = _command_positions(text, _BOX_COMMANDS)
+    if cue is not None and (not box_positions or cue.start() > box_positions[-1]):
+        # A later "The final answer is ..." wins over an earlier box (the box was working, or a first try).
+        after = _after_cue(text, cue.end())
+        if after is not None:
+            return after
+    boxed = joined_boxes(text)
     if boxed is not None:
         return boxed or None
-    cue = _last_match(_FINAL_ANSWER_IS, text)
     if cue is not None:
         return _after_cue(text, cue.end())
-    cue = _last_match(_FINAL_ANSWER_COLON, text)
-    if cue is not None:
-        return _after_cue(text, cue.end())
-    return None
+    return last_math_span(text)
 
 
 def extract_answer(text: str, dataset: str) -> str | None:
@@ -222,9 +331,10 @@ def extract_answer(text: str, dataset: str) -> str | None:
 
     GSM8K: the number after the last ``####``; else after "The answer is"; else the last ``\\boxed{}``; else the
     last number (commas, currency and trailing words are dropped, ``<<a*b=c>>`` calculator notes ignored).
-    MATH: the content of the last ``\\boxed{…}``/``\\fbox{…}`` (balanced, nested braces); else the text after
-    "The final answer is"; else after "Final Answer:". For both, an answer forced after ``**Final Answer**``
-    takes precedence.
+    MATH: a "The final answer is" / "Final Answer:" written after the last box (the math in it, when it is a
+    sentence); else the last ``\\boxed{…}``/``\\fbox{…}`` (balanced, nested braces) with the boxes just before
+    it, read together as a list (one per part or root); else the text after such a cue; else the last math span
+    (``$…$``, ``\\[…\\]``). For both, an answer forced after ``**Final Answer**`` takes precedence.
     """
     kind = canonical_dataset(dataset)
     if not isinstance(text, str) or not text.strip():
@@ -240,8 +350,17 @@ def reference_answer(reference: str, dataset: str) -> str:
     if kind == GSM8K and "####" in reference:
         return extract_answer(reference, kind) or reference
     if kind == MATH and ("\\boxed" in reference or "\\fbox" in reference):
-        return last_boxed(reference) or reference
+        return joined_boxes(reference, everything=True) or reference  # a gold with one box per part or root
     return reference
 
 
-__all__ = ["extract_answer", "reference_answer", "last_boxed", "forced_answer", "canonical_dataset"]
+__all__ = [
+    "boxed_answers",
+    "canonical_dataset",
+    "extract_answer",
+    "forced_answer",
+    "joined_boxes",
+    "last_boxed",
+    "last_math_span",
+    "reference_answer",
+]

@@ -34,9 +34,16 @@ _EXACT_REL_TOL = sympy.Float("1e-25", 40)
 _PRECISION = 40
 
 
+# The grammar reads "dc" as the differential of c (ab + cd and ba + dc then differ); outside integrals and
+# derivatives a leading d is a variable: "{d}c" parses as a product.
+_DIFFERENTIAL = re.compile(r"(?<![\\a-zA-Z])d(?=[a-zA-Z])")
+
+
 @lru_cache(maxsize=4096)
 def parse(latex: str) -> sympy.Basic | MatrixBase | None:
     """LaTeX → sympy through the ANTLR grammar; None when it does not parse."""
+    if "\\int" not in latex and "\\frac{d" not in latex and "\\partial" not in latex:
+        latex = _DIFFERENTIAL.sub("{d}", latex)
     complex_unit = bool(_IMAGINARY.search(latex))
     try:
         expr = latex2sympy(
@@ -94,19 +101,31 @@ def equal(prediction: str, reference: str, rel_tol: float) -> bool:
             numeric = _numeric_equal(ref_expr, pred_expr, rel_tol)
             if numeric is not None:
                 return numeric
-        return bool(
-            verify(
-                ref_expr,
-                pred_expr,
-                float_rounding=6,
-                numeric_precision=15,
-                strict=True,
-                allow_set_relation_comp=True,  # "x < 3" and "(-\\infty, 3)" either way round
-                timeout_seconds=None,
-            )
-        )
+        if verify(
+            ref_expr,
+            pred_expr,
+            float_rounding=6,
+            numeric_precision=15,
+            strict=True,
+            allow_set_relation_comp=True,  # "x < 3" and "(-\\infty, 3)" either way round
+            timeout_seconds=None,
+        ):
+            return True
+        return _scaled_equations(ref_expr, pred_expr)
     except (Exception, RecursionError):
         return False
+
+
+def _scaled_equations(reference: object, prediction: object) -> bool:
+    """``2x + 2y = 4`` and ``x + y = 2``: equations whose sides differ by a nonzero constant factor."""
+    if not (isinstance(reference, sympy.Equality) and isinstance(prediction, sympy.Equality)):
+        return False
+    ref_zero = reference.lhs - reference.rhs
+    pred_zero = prediction.lhs - prediction.rhs
+    if ref_zero == 0 or pred_zero == 0 or ref_zero.free_symbols != pred_zero.free_symbols:
+        return False
+    factor = sympy.simplify(ref_zero / pred_zero)
+    return bool(factor.is_number and factor != 0 and factor.is_finite)
 
 
 _WARM_UP = [

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded machine; the per-call limit starts once a worker is ready
-ACQUIRE_TIMEOUT_S = 300.0  # waiting for a free worker when every one is busy
 DEFAULT_WORKERS = 2
 
 
@@ -42,18 +41,22 @@ class _Worker:
     _ids = itertools.count()
 
     def __init__(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])
+        here = Path(__file__).resolve().parent
+        root = str(here.parents[1])
         bootstrap = (
             f"import sys; sys.path.append({root!r}); "
             "from harness_plugin.answers._child import main; sys.exit(main())"
         )
         try:
+            # Isolated (-I: no current directory or user site on sys.path, no PYTHON* variables) and started in
+            # the package's own folder: nothing in the caller's folder can be imported in place of a library.
             self.process = subprocess.Popen(
-                [sys.executable, "-c", bootstrap],
+                [sys.executable, "-I", "-c", bootstrap],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 close_fds=True,
+                cwd=here,
             )
         except OSError as error:
             raise WorkerStartupError(f"cannot start the answer-checker worker with {sys.executable!r}: {error}") from error
@@ -121,10 +124,9 @@ class _Worker:
             raise WorkerStartupError(f"the answer-checker worker sent {message!r} instead of its ready message")
         self.ready = True
 
-    def call(self, pairs: Sequence[tuple[str, str]], rel_tol: float, timeout: float) -> list[bool]:
+    def call(self, pairs: Sequence[tuple[str, str]], rel_tol: float, deadline: float) -> list[bool]:
         request_id = next(self._ids)
         payload = json.dumps({"id": request_id, "rel_tol": rel_tol, "pairs": [list(pair) for pair in pairs]})
-        deadline = time.monotonic() + timeout
         stdin = self.process.stdin
         assert stdin is not None
         try:
@@ -155,97 +157,139 @@ class _Worker:
 
 
 class WorkerPool:
-    """At most ``size`` workers; a call borrows one, and a worker that times out is killed and replaced."""
+    """``size`` workers, all started at once; a call borrows a ready one within its deadline.
+
+    Why a deadline that covers the wait: under load (8 threads, 2 workers) a limit that only timed the
+    computation let calls queue for 100 s. A call now gets one deadline (its ``timeout``) for waiting for a ready
+    worker and for the computation; a call that cannot get a worker in time gives up (``WorkerError``), and the
+    caller reports the comparison as undecided. Only the pool's first start-up is outside the deadline: until one
+    worker has loaded sympy, a call waits up to ``STARTUP_TIMEOUT_S`` for it (``warm_up`` starts it early). A
+    killed worker is replaced at once, in the background, so the other workers keep serving meanwhile.
+    """
 
     def __init__(self, size: int = DEFAULT_WORKERS) -> None:
         if size < 1:
             raise ValueError(f"the answer-checker pool needs at least one worker, got {size}")
-        self._slots = threading.BoundedSemaphore(size)
+        self.size = size
+        self._ready = threading.Condition()
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
-        self._lock = threading.Lock()
+        self._starting = 0
+        self._warm = False  # a worker has been ready at least once
+        self._startup_error: WorkerStartupError | None = None
         self._closed = False
         self.timeouts = 0
 
-    def _spawn(self) -> _Worker:
-        worker = _Worker()
-        with self._lock:
+    def _fill(self) -> None:
+        """Start workers until ``size`` exist (caller holds the condition); each loads in its own thread."""
+        while not self._closed and len(self._all) < self.size:
+            worker = _Worker()
             self._all.append(worker)
-        return worker
+            self._starting += 1
+            threading.Thread(target=self._load, args=(worker,), name="answers-worker-start", daemon=True).start()
 
-    def _checkout(self) -> _Worker:
-        """An idle worker, preferring one that has finished loading; a new one when none is idle."""
-        with self._lock:
-            for worker in [w for w in self._idle if not w.alive()]:
-                self._idle.remove(worker)
-                self._forget(worker)
-            if self._idle:
-                ready = [w for w in self._idle if w.ready]
-                worker = ready[-1] if ready else self._idle[-1]
-                self._idle.remove(worker)
-                return worker
-        return self._spawn()
+    def _load(self, worker: _Worker) -> None:
+        error: WorkerStartupError | None = None
+        try:
+            worker.wait_ready(STARTUP_TIMEOUT_S)
+        except WorkerStartupError as failure:
+            error = failure
+        with self._ready:
+            self._starting -= 1
+            if error is not None or self._closed or worker not in self._all:
+                if worker in self._all:
+                    self._all.remove(worker)
+                if error is not None:
+                    self._startup_error = error
+                worker.kill()
+            else:
+                self._warm = True
+                self._idle.append(worker)
+            self._ready.notify_all()
 
-    def _forget(self, worker: _Worker) -> None:
-        if worker in self._all:
-            self._all.remove(worker)
+    def _checkout(self, timeout: float) -> tuple[_Worker, float]:
+        """A ready worker and the call's deadline (``timeout`` from now, or from when the pool first came up)."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            if self._closed:
+                raise WorkerError("the answer-checker pool is closed")
+            self._fill()
+            cold = not self._warm
+            startup_deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                for worker in [w for w in self._idle if not w.alive()]:
+                    self._idle.remove(worker)
+                    self._all.remove(worker)
+                    self._fill()
+                if self._idle:
+                    worker = self._idle.pop()
+                    if cold:  # the pool's first start-up is not the comparison's time
+                        deadline = max(deadline, time.monotonic() + timeout)
+                    return worker, deadline
+                if self._closed:
+                    raise WorkerError("the answer-checker pool is closed")
+                if not self._warm:
+                    if self._startup_error is not None and self._starting == 0:
+                        raise self._startup_error
+                    wait = startup_deadline - time.monotonic()
+                    if wait <= 0:
+                        raise WorkerStartupError(
+                            f"no answer-checker worker became ready within {STARTUP_TIMEOUT_S:.0f} s"
+                        )
+                else:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        raise WorkerError("no free worker in time")
+                self._ready.wait(wait)
 
-    def _discard(self, worker: _Worker, replace: bool) -> None:
+    def _return(self, worker: _Worker) -> None:
+        with self._ready:
+            if self._closed or worker not in self._all:
+                worker.kill()
+                return
+            self._idle.append(worker)
+            self._ready.notify()
+
+    def _discard(self, worker: _Worker) -> None:
         worker.kill()
-        with self._lock:
-            self._forget(worker)
-            closed = self._closed
-        if replace and not closed:
-            fresh = self._spawn()  # starts loading now, so the next call finds it (nearly) ready
-            with self._lock:
-                self._idle.append(fresh)
+        with self._ready:
+            if worker in self._all:
+                self._all.remove(worker)
+            self._fill()  # the replacement loads now, so a later call finds it ready
 
     def compare(self, pairs: Sequence[tuple[str, str]], rel_tol: float, timeout: float) -> list[bool]:
         """Symbolic results for ``pairs`` (prediction, reference); raises WorkerError past ``timeout``."""
-        if self._closed:
-            raise WorkerError("the answer-checker pool is closed")
-        if not self._slots.acquire(timeout=ACQUIRE_TIMEOUT_S):
-            raise WorkerError("no free worker")
+        worker, deadline = self._checkout(timeout)
         try:
-            worker = self._checkout()
-            try:
-                worker.wait_ready(STARTUP_TIMEOUT_S)
-            except WorkerStartupError:
-                with self._lock:
-                    self._forget(worker)
-                raise
-            try:
-                results = worker.call(pairs, rel_tol, timeout)
-            except WorkerError:
-                with self._lock:
-                    self.timeouts += 1
-                self._discard(worker, replace=True)
-                raise
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self._idle.append(worker)
-            if closed:  # closed while we worked: this worker is no longer tracked, so end it here
-                worker.kill()
-            return results
-        finally:
-            self._slots.release()
+            results = worker.call(pairs, rel_tol, deadline)
+        except WorkerError:
+            with self._ready:
+                self.timeouts += 1
+            self._discard(worker)
+            raise
+        self._return(worker)
+        return results
 
-    def warm_up(self) -> None:
-        """Start one worker and wait until it is ready (optional: the first call does this lazily)."""
-        self.compare([("1", "1")], 1e-6, STARTUP_TIMEOUT_S)
+    def warm_up(self, wait: bool = True) -> None:
+        """Start the workers now (optional: the first call starts them); ``wait`` blocks until one is ready."""
+        if wait:
+            self.compare([("1", "1")], 1e-6, STARTUP_TIMEOUT_S)
+            return
+        with self._ready:
+            self._fill()
 
     def close(self) -> None:
-        with self._lock:
+        with self._ready:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
             self._idle.clear()
+            self._ready.notify_all()
         for worker in workers:
             worker.kill()
 
     def pids(self) -> list[int]:
-        with self._lock:
+        with self._ready:
             return [worker.process.pid for worker in self._all]
 
 

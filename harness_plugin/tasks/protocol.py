@@ -170,11 +170,15 @@ def split_forced(response: str) -> tuple[str, str | None]:
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
-    """`acc` on the trace; `acc_forced` on the answer-forced continuation when there is one."""
-    from harness_plugin.answers import score
+    """`acc` on the trace; `acc_forced` on the answer-forced continuation when there is one; `undecided`: the
+    share of comparisons the checker could not finish in time (scored as not correct, counted here)."""
+    from harness_plugin.answers import Verdict, judge
 
     trace, forced = split_forced(results[0])
-    metrics = {"acc": float(score(trace, doc["reference"], doc["dataset"]))}
+    verdicts = [judge(trace, doc["reference"], doc["dataset"])]
+    metrics = {"acc": float(verdicts[0] is Verdict.EQUIVALENT)}
     if forced is not None:
-        metrics["acc_forced"] = float(score(forced, doc["reference"], doc["dataset"]))
+        verdicts.append(judge(forced, doc["reference"], doc["dataset"]))
+        metrics["acc_forced"] = float(verdicts[1] is Verdict.EQUIVALENT)
+    metrics["undecided"] = float(Verdict.UNDECIDED in verdicts)
     return metrics
