@@ -8,7 +8,11 @@
 * rewrite: equivalent rewrites of gold answers generated here (fraction ↔ decimal, reordered sums and lists,
   ``\\dfrac``, ``\\left(``, spacing, units, ``x =``, radicals, sympy's own LaTeX of the gold…), which must match;
 * cross: the gold answer of another problem with a different value, which must not match;
-* perturbed: near misses (off by one, swapped tuple, other bracket, negated), which must not match.
+* perturbed: near misses (off by one, swapped tuple, other bracket, negated), which must not match;
+* styled: whole model-style outputs around gold values (``benchmarks.answer_styles``: prose, several boxes,
+  sentences after cues, decimal commas, labelled golds, times), each kind matching and not matching;
+* load: 8 threads with slow comparisons mixed in (latencies, undecided count, the timeout + 0.5 s bound) and the
+  first symbolic call of a new process.
 
 It prints accuracy, false positives, throughput and p50/p99 latency per set and per checker, and the
 failures, so that every figure in the README can be reproduced. Inputs are trusted dataset text, so
@@ -56,7 +60,7 @@ class Gold:
 
 @dataclass(frozen=True)
 class Pair:
-    kind: str  # "self" | "solution" | "rewrite" | "cross" | "perturbed"
+    kind: str  # "self" | "solution" | "rewrite" | "cross" | "perturbed" | "styled" (benchmarks.answer_styles)
     family: str
     source: str
     dataset: str
@@ -380,6 +384,8 @@ def build_pairs(golds: list[Gold], seed: int, rewrites_per_gold: int) -> list[Pa
 
 # ------------------------------------------------------------------------------------------------ checkers
 
+WHOLE_TEXT_KINDS = ("solution", "styled")  # the prediction is a whole text: extract, then compare
+
 
 def ours(cold: bool = True) -> Callable[[Pair], bool]:
     from harness_plugin.answers import clear_cache, is_equivalent, score
@@ -387,7 +393,7 @@ def ours(cold: bool = True) -> Callable[[Pair], bool]:
     def check(pair: Pair) -> bool:
         if cold:
             clear_cache()  # time a real decision, not a memo lookup
-        if pair.kind == "solution":
+        if pair.kind in WHOLE_TEXT_KINDS:
             return score(pair.prediction, pair.reference, pair.dataset)
         return is_equivalent(pair.prediction, pair.reference)
 
@@ -404,7 +410,7 @@ def math_verify() -> Callable[[Pair], bool]:
 
     def check(pair: Pair) -> bool:
         gold = parse(f"${pair.reference}$", extraction_config=[LatexExtractionConfig()])
-        if pair.kind == "solution":
+        if pair.kind in WHOLE_TEXT_KINDS:
             prediction = parse(pair.prediction)
         else:
             prediction = parse(f"${pair.prediction}$", extraction_config=[LatexExtractionConfig()])
@@ -424,7 +430,8 @@ def run_checker(name: str, check: Callable[[Pair], bool], pairs: list[Pair], exa
         except Exception:
             verdict = False
         elapsed = time.perf_counter() - start
-        for key in (pair.kind, f"{pair.kind}/{pair.source}", f"rewrite:{pair.family}" if pair.kind == "rewrite" else None):
+        family = f"{pair.kind}:{pair.family}" if pair.kind in ("rewrite", "styled") else None
+        for key in (pair.kind, f"{pair.kind}/{pair.source}", family):
             if key is None:
                 continue
             tally = tallies[key]
@@ -526,6 +533,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     golds = load_golds(data_dir, args.limit, args.seed)
     pairs = build_pairs(golds, args.seed, args.rewrites_per_gold)
+    from benchmarks.answer_styles import styled_pairs
+
+    pairs += styled_pairs(golds, args.seed)
     counts = Counter(pair.kind for pair in pairs)
     print(f"{len(golds)} gold answers from {data_dir}; {len(pairs)} pairs: {dict(counts)}")
 
@@ -545,9 +555,9 @@ def run(args: argparse.Namespace) -> int:
     for name in results:
         results[name]["all"] = _overall(results[name])
 
-    kinds = ["self", "solution", "rewrite", "cross", "perturbed", "all"]
+    kinds = ["self", "solution", "rewrite", "cross", "perturbed", "styled", "all"]
     by_source = [f"{kind}/{source}" for kind in kinds[:-1] for source in ("math500", "math", "gsm8k")]
-    families = sorted({key for name in results for key in results[name] if key.startswith("rewrite:")})
+    families = sorted({key for name in results for key in results[name] if key.startswith(("rewrite:", "styled:"))})
     print()
     print("Machine:", args.machine)
     print(format_table(results, kinds))
@@ -563,8 +573,17 @@ def run(args: argparse.Namespace) -> int:
                 for failure in tally.failures:
                     print(f"  [{failure['source']}/{failure['family']}] {failure['prediction']!r} vs {failure['reference']!r}")
 
+    load = None
+    if not args.no_load:
+        from benchmarks.answer_styles import first_call_s, format_load, load_row
+
+        load = {**load_row(pairs, seed=args.seed), "first_call_s": first_call_s()}
+        print()
+        print(format_load(load, load["first_call_s"]))
+
     if args.json:
         payload = {
+            "load": load,
             "data": str(data_dir),
             "machine": args.machine,
             "limit": args.limit,
@@ -591,6 +610,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--warm-cache", action="store_true", help="keep the checker's result memo between pairs (default: cleared)"
     )
     parser.add_argument("--no-math-verify", action="store_true", help="measure only harness_plugin.answers")
+    parser.add_argument("--no-load", action="store_true",
+                        help="skip the load row (8 threads, slow comparisons mixed in) and the first-call timing")
     parser.add_argument("--json", default=None, help="also write all figures and failures to this JSON file")
     parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU", help="machine description for the report")
     parser.set_defaults(func=run)

@@ -35,10 +35,27 @@ def test_generated_rewrites_are_equivalent_and_perturbations_are_not(answer: str
 
 def test_small_run_writes_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_data: Path) -> None:
     output = tmp_path / "answers.json"
-    assert main(["--data", str(shared_data), "--limit", "15", "--no-math-verify", "--json", str(output)]) == 0
+    assert main(["--data", str(shared_data), "--limit", "15", "--no-math-verify", "--no-load", "--json", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "| self " in printed and "checks/s" in printed
     figures = json.loads(output.read_text())["results"]["ours"]
     assert figures["self"]["accuracy"] == 1.0
     assert figures["cross"]["false_positives"] == 0
     assert figures["all"]["pairs"] > 100
+
+
+def test_styled_outputs_score_as_labelled() -> None:
+    """Every model-style output of the benchmark is scored as its label says, in each family, both ways."""
+    from benchmarks.answer_styles import styled_pairs
+    from harness_plugin.answers import score
+
+    answers = [str(n) for n in range(-7, 30, 2)] + ["\\frac{1}{2}", "2\\sqrt{3}", "\\pi", "(1, 2)", "x^2+1"]
+    golds = [Gold("math500", "math", i, a, f"\\boxed{{{a}}}", "algebra") for i, a in enumerate(answers)]
+    pairs = styled_pairs(golds, seed=1, per_family=8)
+    families = {pair.family for pair in pairs}
+    assert len(families) >= 10
+    for family in families:
+        assert {p.expected for p in pairs if p.family == family} == {True, False}, family
+    wrong = [(p.family, p.prediction, p.reference) for p in pairs
+             if score(p.prediction, p.reference, p.dataset) is not p.expected]
+    assert not wrong
