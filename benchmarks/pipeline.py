@@ -349,8 +349,11 @@ class Pipeline:
 
     def _evaluate(self, model: Any, tokenizer: Any, problems: list[dict[str, Any]], prompts: list[str],
                   point: GridPoint | None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        from harness_plugin.answers import warm_up
+
         from .scoring import score_records
 
+        warm_up(wait=False)  # the checker's workers load while the model generates
         traces = self.sharded_generate(model, tokenizer, prompts, **self._generation_kwargs(point, evaluation=True))
         records = [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
                    for p, t in zip(problems, traces)]

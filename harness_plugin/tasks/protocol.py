@@ -126,8 +126,9 @@ def _build(records: Iterable[dict[str, Any]], kind: str, metadata: dict[str, Any
            question_key: str, reference_of: Callable[[dict[str, Any]], str]) -> Any:
     import datasets
 
-    from harness_plugin.answers import reference_answer
+    from harness_plugin.answers import reference_answer, warm_up
 
+    warm_up(wait=False)  # the checker's workers load while the model generates, not at the first score
     render = _prompt_renderer(metadata)
     rows = []
     for index, record in enumerate(records):
