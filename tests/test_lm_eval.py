@@ -226,11 +226,18 @@ def test_tasks_load_the_shared_offline_data(shared_data, monkeypatch):
 
 def test_process_results_scores_trace_and_forced_answer():
     doc = {"reference": "18", "dataset": "gsm8k"}
-    assert protocol.process_results(doc, ["She makes 9 * 2 = 18 dollars. \\boxed{18}"]) == {"acc": 1.0}
+    assert protocol.process_results(doc, ["She makes 9 * 2 = 18 dollars. \\boxed{18}"]) == {"acc": 1.0, "undecided": 0.0}
     forced = "I think it is 7." + protocol.ANSWER_FORCING_SEPARATOR + protocol.ANSWER_FORCING_PROMPT + "18}"
-    assert protocol.process_results(doc, [forced]) == {"acc": 0.0, "acc_forced": 1.0}
+    assert protocol.process_results(doc, [forced]) == {"acc": 0.0, "acc_forced": 1.0, "undecided": 0.0}
     doc = {"reference": "\\frac{1}{2}", "dataset": "math"}
     assert protocol.process_results(doc, ["so $\\boxed{0.5}$"])["acc"] == 1.0
+
+
+def test_process_results_counts_a_comparison_cut_off_by_the_limit():
+    """A comparison the checker could not finish in time (sympy needs minutes for this one) is not correct and
+    is counted as undecided."""
+    doc = {"reference": "(x+y+z)^{30}", "dataset": "math"}
+    assert protocol.process_results(doc, ["\\boxed{(x+y+z+1)^{30}}"]) == {"acc": 0.0, "undecided": 1.0}
 
 
 # ------------------------------------------------------------------------------------------------- the hook
