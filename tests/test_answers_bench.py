@@ -46,7 +46,7 @@ def test_small_run_writes_figures(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_styled_outputs_score_as_labelled() -> None:
     """Every model-style output of the benchmark is scored as its label says, in each family, both ways."""
-    from benchmarks.answer_styles import styled_pairs
+    from benchmarks.answers.styles import styled_pairs
     from harness_plugin.answers import score
 
     answers = [str(n) for n in range(-7, 30, 2)] + ["\\frac{1}{2}", "2\\sqrt{3}", "\\pi", "(1, 2)", "x^2+1"]

@@ -18,7 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.answers import Gold, Pair, _percentile, _value_key
+from benchmarks.answers.data import Gold
+from benchmarks.answers.pairs import Pair, _value_key
+from benchmarks.answers.report import _percentile
 
 _PLAIN = re.compile(r"-?\d+")  # golds usable in every template (lists, decimals, labels)
 

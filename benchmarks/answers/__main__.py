@@ -1,0 +1,7 @@
+"""``python -m benchmarks.answers``."""
+
+import sys
+
+from benchmarks.answers.cli import main
+
+sys.exit(main())
