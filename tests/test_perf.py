@@ -201,3 +201,18 @@ def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
 def test_perf_command_rejects_half_a_checkpoint_pair(tiny_dir, capsys):
     assert main(["perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
     assert "--teacher and --proxy together" in capsys.readouterr().err
+
+
+def test_fidelity_check_measures_fd_against_jvp_and_names_an_eps(bench):
+    from benchmarks.perf.fidelity import SIN_WARN, fd_fidelity, fidelity_lines
+
+    m, cpu = bench.models, torch.device("cpu")
+    exact = fd_fidelity(m.proxy, m.gradient, VOCAB, eps=1e-3, dtype=torch.float32, device=cpu, length=8)
+    assert exact["sin"] < SIN_WARN and not exact["warn"] and len(fidelity_lines(exact)) == 1
+    # ‖g‖ ≈ 30 here: ε = 3e-2 is a step the model is far from linear over, and the check says so
+    assert exact["sin_by_eps"]["0.03"] > SIN_WARN > exact["sin_by_eps"]["0.0001"]
+    rounded = fd_fidelity(m.proxy, m.gradient, VOCAB, eps=1e-4, dtype=torch.bfloat16, device=cpu, length=8)
+    assert rounded["sin_by_eps"]["0.0001"] > exact["sin_by_eps"]["0.0001"]  # bf16 rounding shows in the angle
+    assert rounded["warn"] and rounded["best_eps"] != 1e-4
+    line = fidelity_lines(rounded)[-1]
+    assert "WARNING" in line and f"--eps {rounded['best_eps']}" in line
