@@ -155,6 +155,8 @@ def generate(
                 top_k=top_k if not config.greedy else None, repetition_penalty=1.0,
                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
             )
+        if processor is not None:
+            processor.finish()
         new_tokens = sequences[:, input_ids.shape[1]:].cpu()
         logprobs = recorder.finish(sequences)
         for row, prompt in enumerate(batch_prompts):

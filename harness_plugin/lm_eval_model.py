@@ -330,10 +330,13 @@ class AntidistillLM(HFLM):
         torch.manual_seed(seed)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
-            return self.model.generate(
+            out = self.model.generate(
                 input_ids=context, attention_mask=attention_mask, max_length=max_length,
                 stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
                 logits_processor=processors, repetition_penalty=1.0, **sampling, **generation_kwargs)
+        if self.processor is not None:
+            self.processor.finish()  # the penalty's last deferred check (NaN Δ) of this generation
+        return out
 
     def generate_until(self, requests: Any, disable_tqdm: bool = False) -> list[str]:
         self._warn_ignored_gen_kwargs(requests)

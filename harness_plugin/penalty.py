@@ -85,11 +85,14 @@ def _param_names(model: nn.Module) -> dict[int, str]:
     return names
 
 
-def _cast_buffers(model: nn.Module, dtype: torch.dtype) -> None:
-    """Floating buffers follow the proxy dtype, except rotary frequencies (kept in fp32, as HF does)."""
+def _cast_buffers(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> None:
+    """Floating buffers follow the proxy dtype, except rotary frequencies (kept in fp32, as HF does); all of them
+    move to `device` when given (the copies may live on another device than the source proxy)."""
     for buffer_name, buffer in model.named_buffers():
         if buffer.is_floating_point() and "inv_freq" not in buffer_name:
-            buffer.data = buffer.data.to(dtype)
+            buffer.data = buffer.data.to(device=device, dtype=dtype)
+        elif device is not None:
+            buffer.data = buffer.data.to(device)
 
 
 class _TwinUnsupported(Exception):
@@ -185,23 +188,25 @@ def _conv1d_class() -> type | None:
 class _PerturbedWeights:
     """θ_P ± εg for each proxy tensor, added in fp32 and cast once; tied tensors are built once and shared.
 
-    A linear unembedding is stacked transposed, [2, in, out] (see `_StackedLinear`); everything else as
-    [2, *shape]. `natural()` gives the [2, *shape] view of either.
+    A linear unembedding is stacked transposed, [2, in, out] (see `_StackedLinear`), unless `transposed_head` is
+    off; everything else as [2, *shape]. `natural()` gives the [2, *shape] view of either. The sums are formed on
+    `device` one tensor at a time, so the source proxy can stay elsewhere (on the CPU) in fp32.
     """
 
-    def __init__(self, proxy: PreTrainedModel, gradient: ProxyGradient, eps: float, dtype: torch.dtype) -> None:
+    def __init__(self, proxy: PreTrainedModel, gradient: ProxyGradient, eps: float, dtype: torch.dtype,
+                 device: torch.device, transposed_head: bool = True) -> None:
         self.names = _param_names(proxy)
-        self.gradient, self.eps, self.dtype = gradient, eps, dtype
+        self.gradient, self.eps, self.dtype, self.device = gradient, eps, dtype, device
         head = proxy.get_output_embeddings()
-        self.transposed = {id(head.weight)} if type(head) is nn.Linear else set()
+        self.transposed = {id(head.weight)} if transposed_head and type(head) is nn.Linear else set()
         self._stacked: dict[int, torch.Tensor] = {}
 
     def stacked(self, parameter: torch.Tensor) -> torch.Tensor:
         """Index 0 is θ + εg, index 1 is θ − εg."""
         key = id(parameter)
         if key not in self._stacked:
-            step = self.gradient.tensors[self.names[key]].to(parameter.device, torch.float32)
-            base = parameter.detach().float()
+            step = self.gradient.tensors[self.names[key]].to(self.device, torch.float32)
+            base = parameter.detach().to(self.device, torch.float32)
             pair = [(base + self.eps * step).to(self.dtype), (base - self.eps * step).to(self.dtype)]
             if key in self.transposed:
                 pair = [t.T for t in pair]
@@ -256,7 +261,7 @@ def _build_twin(proxy: PreTrainedModel, weights: _PerturbedWeights) -> tuple[Pre
             replacement = _SplitLeaf(*copies)
         parent_name, _, attribute = name.rpartition(".")
         setattr(twin.get_submodule(parent_name) if parent_name else twin, attribute, replacement)
-    _cast_buffers(twin, weights.dtype)
+    _cast_buffers(twin, weights.dtype, weights.device)
     twin.requires_grad_(False)
     return twin, plus, minus
 
@@ -284,6 +289,31 @@ class _TangentHead(nn.Module):
         return logits if self.bias is None else logits + self.bias
 
 
+class _PendingCheck:
+    """One step's verdicts computed on the device (Δ finite, the cache continued the right sequence).
+
+    On CUDA they are copied to pinned host memory behind an event, so reading them later waits for that step
+    alone, never for work queued after it (the teacher's next forward). Elsewhere they are read directly.
+    """
+
+    def __init__(self, step: int, flags: torch.Tensor) -> None:
+        self.step = step
+        self.event: torch.cuda.Event | None = None
+        if flags.device.type == "cuda":
+            self.flags = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            self.flags.copy_(flags, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(flags.device))
+        else:
+            self.flags = flags
+
+    def read(self) -> tuple[bool, bool]:
+        if self.event is not None:
+            self.event.synchronize()
+        finite, continued = (bool(x) for x in self.flags.tolist())
+        return finite, continued
+
+
 class AntidistillationPenalty:
     """Callable `(input_ids, attention_mask) -> Δ` for the last position, float32, shape [batch, vocab].
 
@@ -291,6 +321,12 @@ class AntidistillationPenalty:
     previous one (another batch size, a shorter or unrelated sequence), so a stale cache is never used.
     `method`: "fd" (default), "jvp" (exact, re-runs the prefix: slow) or "head" (exact for the unembedding
     alone, about half the cost of "fd").
+
+    `device`: where the copies live (default: the proxy's), so a source proxy in fp32 can stay on the CPU while
+    the copies are built on a GPU tensor by tensor. `transposed_head` (fd): store the twin's unembedding
+    [2, in, out] (faster on CPU); off keeps nn.Linear's layout (an ablation of the perf benchmark).
+    `defer_checks` (default: on CUDA): the per-step verdicts (Δ finite; the cache continued the right sequence)
+    are read back one step later instead of stalling the host at every step; see `__call__` and `check()`.
     """
 
     def __init__(
@@ -301,6 +337,9 @@ class AntidistillationPenalty:
         method: PenaltyMethod = "fd",
         vocab_size: int | None = None,
         dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        transposed_head: bool = True,
+        defer_checks: bool | None = None,
     ) -> None:
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise AntidistillError(f"eps must be a finite number > 0 (the finite-difference step), got {eps!r}")
@@ -309,8 +348,13 @@ class AntidistillationPenalty:
         self.gradient = _as_gradient(gradient, proxy)
         self.eps = float(eps)
         self.method: PenaltyMethod = method
-        self.device = next(proxy.parameters()).device
+        self.device = torch.device(device) if device is not None else next(proxy.parameters()).device
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = resolve_dtype(dtype, self.device)
+        self.transposed_head = bool(transposed_head)
+        self.defer_checks = self.device.type == "cuda" if defer_checks is None else bool(defer_checks)
+        self._pending: _PendingCheck | None = None
         width = proxy.get_output_embeddings().weight.shape[0]  # type: ignore[union-attr,operator]
         self.vocab_size = int(vocab_size or width)
         if self.vocab_size > width:
@@ -340,7 +384,7 @@ class AntidistillationPenalty:
     # -- construction -------------------------------------------------------------------------------------------
 
     def _build_finite_difference(self, proxy: PreTrainedModel) -> None:
-        weights = _PerturbedWeights(proxy, self.gradient, self.eps, self.dtype)
+        weights = _PerturbedWeights(proxy, self.gradient, self.eps, self.dtype, self.device, self.transposed_head)
         try:
             twin, plus, minus = _build_twin(proxy, weights)
             self._check_twin(twin, proxy, plus, minus)
@@ -366,8 +410,8 @@ class AntidistillationPenalty:
         """
         generator = torch.Generator().manual_seed(0)
         ids = torch.randint(0, self.vocab_size, (2, 4), generator=generator).to(self.device)
-        buffers = {n: (b.to(self.dtype) if b.is_floating_point() and "inv_freq" not in n else b)
-                   for n, b in proxy.named_buffers()}
+        buffers = {n: (b.to(self.device, self.dtype) if b.is_floating_point() and "inv_freq" not in n
+                       else b.to(self.device)) for n, b in proxy.named_buffers()}
         positions = torch.arange(4, device=self.device).expand(2, 4)
         mask = torch.ones_like(ids)
         chunks = (slice(0, 3), slice(3, 4))
@@ -396,9 +440,9 @@ class AntidistillationPenalty:
         model = copy.deepcopy(proxy).eval()
         with torch.no_grad():
             for name, parameter in model.named_parameters():
-                step = self.gradient.tensors[name].to(parameter.device)
-                parameter.data = (parameter.data.float() + scale * step).to(self.dtype)
-            _cast_buffers(model, self.dtype)
+                step = self.gradient.tensors[name].to(self.device, torch.float32)
+                parameter.data = (parameter.data.to(self.device, torch.float32) + scale * step).to(self.dtype)
+            _cast_buffers(model, self.dtype, self.device)
         model.requires_grad_(False)
         return model
 
@@ -416,8 +460,9 @@ class AntidistillationPenalty:
         gradient = self.gradient.tensors[names[id(head.weight)]][: self.vocab_size].to(self.device, self.dtype)
         bias_gradient = (None if head.bias is None else
                          self.gradient.tensors[names[id(head.bias)]][: self.vocab_size].to(self.device).float())
-        fused = _TangentHead(head.weight.detach().to(self.dtype), gradient,
-                             None if head.bias is None else head.bias.detach().to(self.dtype), bias_gradient)
+        fused = _TangentHead(head.weight.detach().to(self.device, self.dtype), gradient,
+                             None if head.bias is None else head.bias.detach().to(self.device, self.dtype),
+                             bias_gradient)
         # copy the proxy without its unembedding (replaced by the fused head), unless the input embedding is tied
         # to it and needs it
         tied = any(p is head.weight for n, p in proxy.named_parameters(remove_duplicate=False)
@@ -427,13 +472,13 @@ class AntidistillationPenalty:
         parent_name, _, attribute = path.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attribute, fused)
         for parameter in model.parameters():
-            parameter.data = parameter.data.to(self.dtype)
-        _cast_buffers(model, self.dtype)
+            parameter.data = parameter.data.to(self.device, self.dtype)
+        _cast_buffers(model, self.dtype, self.device)
         self._proxy = model.eval().requires_grad_(False)
         self._head = fused
 
     def _build_jvp(self, proxy: PreTrainedModel) -> None:
-        self._proxy = copy.deepcopy(proxy).to(self.dtype).eval()
+        self._proxy = copy.deepcopy(proxy).to(self.device, self.dtype).eval()
         if hasattr(self._proxy, "set_attn_implementation"):
             self._proxy.set_attn_implementation("eager")  # every op of the eager path has a forward-mode rule
         self._params = {n: p.detach() for n, p in self._proxy.named_parameters()}
@@ -444,42 +489,86 @@ class AntidistillationPenalty:
     # -- decoding -----------------------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget all cached state; the next call runs the whole prompt."""
+        """Forget all cached state; the next call runs the whole prompt.
+
+        A verdict still pending from the previous generation (see `check()`) is read first and raises.
+        """
+        self.check()
         self._cache: tuple[DynamicCache, ...] | None = None
         self._seen: torch.Tensor | None = None
         self.step = 0
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def check(self) -> None:
+        """Raise for a deferred verdict of an earlier step: NaN/inf in Δ, or a `continues=True` call that did not
+        continue. Free when nothing is pending; call it after a generation (the logits processors' `finish()`
+        does) so that the last step is checked too."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        finite, continued = pending.read()
+        if not continued:
+            raise AntidistillError(
+                f"decoding step {pending.step} was called with continues=True, but its sequence does not extend the "
+                "previous call's: call reset() (a logits processor's start()) before each new generation")
+        if not finite:
+            raise self._non_finite(pending.step)
+
+    def _non_finite(self, step: int) -> NonFinitePenaltyError:
+        return NonFinitePenaltyError(
+            f"the antidistillation penalty has NaN/inf entries at decoding step {step} with the proxy in "
+            f"{str(self.dtype).removeprefix('torch.')} (eps={self.eps}): run the proxy in float32 or bfloat16, "
+            "or choose a larger eps.")
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                 continues: bool = False) -> torch.Tensor:
+        """Δ for the last position of every row.
+
+        `continues=True` is the caller's promise that `input_ids` extends the previous call's sequence (as within
+        one `generate()` after `reset()`). With `defer_checks` the prefix comparison and the NaN check then run
+        on the device and are read back at the next call (or `check()`), so no step waits for the device; a NaN
+        Δ is zeroed for that one step (a NaN probability would be a device-side assert in CUDA's sampler) and
+        raises `NonFinitePenaltyError` naming its step. Without the promise, a call that does not continue the
+        previous one is detected at once and recomputed from the whole sequence (one host sync per step).
+        """
+        self.check()  # the previous step's verdict: finished on the device by now, so reading it does not stall
         input_ids = input_ids.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(self.device)
-        if self.method == "jvp":
+        if self.method == "jvp":  # the slow exact reference: one sync per step costs it nothing
             delta = self._jvp(input_ids, attention_mask)
-            finite = bool(torch.isfinite(delta).all())
+            finite: bool | None = bool(torch.isfinite(delta).all())
         else:
-            delta, finite = self._cached(input_ids, attention_mask)
+            delta, finite = self._cached(input_ids, attention_mask, continues)
         self.step += 1
-        if not finite:
-            raise NonFinitePenaltyError(
-                f"the antidistillation penalty has NaN/inf entries at decoding step {self.step} with the proxy in "
-                f"{str(self.dtype).removeprefix('torch.')} (eps={self.eps}): run the proxy in float32 or bfloat16, "
-                "or choose a larger eps.")
+        if finite is False:
+            raise self._non_finite(self.step)
         return delta
 
-    def _cached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """Δ from the cached proxy state, with one host-device synchronisation per step.
+    def _cached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                continues: bool = False) -> tuple[torch.Tensor, bool | None]:
+        """Δ from the cached proxy state, and whether it is finite (None: deferred to the next call).
 
         When the call looks like a continuation (same batch, longer sequence) we run on the cache at once and
         check that the prefix really matches in the same synchronisation as the NaN check; on a mismatch (rare:
-        a caller reusing the penalty without `reset()`), we start again from the whole sequence.
+        a caller reusing the penalty without `reset()`), we start again from the whole sequence. With
+        `continues` and `defer_checks`, both checks are deferred instead (no synchronisation at all).
         """
         seen = self._seen
-        if (self._cache is not None and seen is not None and seen.shape[0] == input_ids.shape[0]
-                and input_ids.shape[1] > seen.shape[1]):
+        resumable = (self._cache is not None and seen is not None and seen.shape[0] == input_ids.shape[0]
+                     and input_ids.shape[1] > seen.shape[1])
+        if continues and self._cache is not None and not resumable:
+            raise AntidistillError(
+                "continues=True, but the sequence is not a longer one of the same batch: call reset() (a logits "
+                "processor's start()) before each new generation")
+        if resumable:
+            assert seen is not None and self._cache is not None
             start = seen.shape[1]
             same_prefix = (input_ids[:, :start] == seen).all()
             delta = self._step(input_ids, attention_mask, start, self._cache)
+            if continues and self.defer_checks:
+                self._seen = input_ids
+                return self._defer(delta, same_prefix), None
             prefix_ok, finite = torch.stack([same_prefix, torch.isfinite(delta).all()]).tolist()
             if prefix_ok:
                 self._seen = input_ids
@@ -487,7 +576,15 @@ class AntidistillationPenalty:
         cache = tuple(DynamicCache() for _ in range(2 if self.batching == "sequential" else 1))
         delta = self._step(input_ids, attention_mask, 0, cache)
         self._cache, self._seen = cache, input_ids
+        if self.defer_checks:
+            return self._defer(delta, None), None
         return delta, bool(torch.isfinite(delta).all())
+
+    def _defer(self, delta: torch.Tensor, same_prefix: torch.Tensor | None) -> torch.Tensor:
+        finite = torch.isfinite(delta).all()
+        continued = torch.ones_like(finite) if same_prefix is None else same_prefix
+        self._pending = _PendingCheck(self.step + 1, torch.stack([finite, continued]))
+        return delta.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.no_grad()
     def _step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,

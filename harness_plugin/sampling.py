@@ -83,12 +83,19 @@ class _TiltedTeacherProcessor(LogitsProcessor):
                 f"the penalty covers {penalty.vocab_size} tokens but the teacher's vocabulary has {vocab_size}")
         self.penalty, self.lam, self.tau, self.vocab_size = penalty, float(lam), float(tau), int(vocab_size)
         self._prompt_mask: torch.Tensor | None = None
+        self._last_length: int | None = None
 
     def start(self, attention_mask: torch.Tensor | None) -> None:
         """Begin a new generation: reset the proxy caches and remember the prompt's padding."""
         self._prompt_mask = attention_mask
+        self._last_length = None
         if self.penalty is not None:
             self.penalty.reset()
+
+    def finish(self) -> None:
+        """After a generation: raise for a penalty check still pending from its last step (see the penalty)."""
+        if self.penalty is not None:
+            self.penalty.check()
 
     def attention_mask_for(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Prompt mask followed by ones for generated tokens (what HF itself feeds the teacher)."""
@@ -105,7 +112,10 @@ class _TiltedTeacherProcessor(LogitsProcessor):
 
     def delta(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         assert self.penalty is not None
-        return self.penalty(input_ids, self.attention_mask_for(input_ids)).to(scores.device)
+        # after start(), generate() feeds one more token per step: the penalty may defer its checks (no host sync)
+        continues = self._prompt_mask is not None and self._last_length == input_ids.shape[1] - 1
+        self._last_length = input_ids.shape[1]
+        return self.penalty(input_ids, self.attention_mask_for(input_ids), continues=continues).to(scores.device)
 
     def tilt(self, scores: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
         logp = torch.log_softmax(scores[:, : self.vocab_size].float(), dim=-1)

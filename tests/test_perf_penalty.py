@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_plugin import AntidistillationPenalty, ProxyGradient, SamplerConfig, generate
 from harness_plugin import penalty as penalty_module
+from harness_plugin.errors import AntidistillError, NonFinitePenaltyError
 
 PROMPTS = ["Tom has 3 apples and buys 5 more.", "A train travels", "Solve for x: 2x + 3 = 7, so x ="]
 COMPLETIONS = [" 3 + 5 = 8. #### 8", " 60 km in 2 hours. #### 30", " 2. Final Answer: 2"]
@@ -112,3 +113,89 @@ def test_head_is_a_sampler_option(tiny_dir):
     clean = generate(teacher, tokenizer, PROMPTS, lam=0.0, **kwargs)
     poisoned = generate(teacher, tokenizer, PROMPTS, lam=50.0, penalty_method="head", **kwargs)
     assert [t.token_ids for t in clean] != [t.token_ids for t in poisoned]
+
+
+@pytest.mark.parametrize("method", ["fd", "head"])
+def test_deferred_checks_give_the_same_penalty_without_a_per_step_sync(setup, method):
+    """The GPU path (checks read back one step later) must not change Δ; here it runs on the CPU."""
+    model, tokenizer, gradient = setup
+    synced = AntidistillationPenalty(model, gradient, eps=1e-3, method=method, defer_checks=False)
+    deferred = AntidistillationPenalty(model, gradient, eps=1e-3, method=method, defer_checks=True)
+    assert not synced.defer_checks and deferred.defer_checks
+    for step, (ids, mask) in enumerate(padded_steps(tokenizer, steps=5)):
+        expected = synced(ids, mask)
+        got = deferred(ids, mask, continues=step > 0)
+        assert torch.equal(got, expected)
+        assert deferred._pending is not None  # the verdict waits for the next call instead of a host sync
+    deferred.check()
+    assert deferred._pending is None
+
+
+def test_deferred_checks_still_catch_a_sequence_that_does_not_continue(setup):
+    model, tokenizer, gradient = setup
+    penalty = AntidistillationPenalty(model, gradient, eps=1e-3, defer_checks=True)
+    steps = list(padded_steps(tokenizer, steps=2))
+    penalty(*steps[0])
+    other = steps[1][0].flip(0)  # same batch, one token longer, but the rows belong to other prompts
+    penalty(other, steps[1][1], continues=True)  # deferred: no error yet
+    with pytest.raises(AntidistillError, match="does not extend"):
+        penalty.check()
+    # without the promise the same call is detected at once and recomputed (the previous behaviour)
+    penalty.reset()
+    penalty(*steps[0])
+    fresh = AntidistillationPenalty(model, gradient, eps=1e-3, defer_checks=True)
+    torch.testing.assert_close(penalty(other, steps[1][1]), fresh(other, steps[1][1]))
+
+
+def test_deferred_nan_is_reported_with_its_step_and_kept_out_of_the_sampler(setup):
+    model, tokenizer, gradient = setup
+    generator = torch.Generator().manual_seed(0)  # θ ± εg overflows to inf: Δ is NaN
+    huge = ProxyGradient({name: torch.randn(t.shape, generator=generator) * 1e38
+                          for name, t in gradient.tensors.items()})
+    steps = list(padded_steps(tokenizer, steps=2))
+    with pytest.raises(NonFinitePenaltyError, match="step 1"):
+        AntidistillationPenalty(model, huge, eps=1.0, defer_checks=False)(*steps[0])
+    deferred = AntidistillationPenalty(model, huge, eps=1.0, defer_checks=True)
+    delta = deferred(*steps[0])
+    assert torch.isfinite(delta).all()  # zeroed where non-finite, so sampling this step cannot fail on the device
+    with pytest.raises(NonFinitePenaltyError, match="step 1"):
+        deferred(*steps[1], continues=True)
+
+
+def test_generate_passes_continuation_so_the_penalty_defers_and_tokens_are_identical(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "teacher")
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "teacher").eval()
+    proxy = AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy").eval()
+    gradient = ProxyGradient.compute(proxy, tokenizer, [{"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}],
+                                     progress=False)
+    kwargs = dict(sampler="ads", proxy=proxy, gradient=gradient, tau=1.0, top_p=1.0, max_new_tokens=6, seed=3,
+                  lam=50.0, progress=False)
+    tokens = {}
+    for defer in (False, True):
+        penalty = AntidistillationPenalty(proxy, gradient, eps=1e-2, defer_checks=defer)
+        calls = []
+        original = penalty._cached
+
+        def spy(ids, mask, continues=False, original=original, calls=calls):
+            calls.append(continues)
+            return original(ids, mask, continues)
+
+        penalty._cached = spy
+        tokens[defer] = [t.token_ids for t in generate(teacher, tokenizer, PROMPTS, penalty=penalty, **kwargs)]
+        assert calls == [False] + [True] * (len(calls) - 1) and len(calls) > 2  # prompt, then continuations
+        assert penalty._pending is None  # generate() read the last step's verdict (processor.finish())
+    assert tokens[True] == tokens[False]
+
+
+def test_transposed_head_layout_is_an_ablation_with_the_same_penalty(setup):
+    model, tokenizer, gradient = setup
+    transposed = AntidistillationPenalty(model, gradient, eps=1e-3)
+    linear = AntidistillationPenalty(model, gradient, eps=1e-3, transposed_head=False)
+    assert transposed.batching == linear.batching == "batched"
+    head = model.get_output_embeddings().weight  # [vocab, hidden]
+    shapes = {p.shape for p in linear._twin.parameters()}
+    if isinstance(model.get_output_embeddings(), torch.nn.Linear):
+        assert (2, head.shape[1], head.shape[0]) in {p.shape for p in transposed._twin.parameters()}
+        assert (2, head.shape[1], head.shape[0]) not in shapes
+    for ids, mask in padded_steps(tokenizer):
+        torch.testing.assert_close(linear(ids, mask), transposed(ids, mask), rtol=1e-4, atol=1e-3)

@@ -1,10 +1,11 @@
-"""`antidistill perf`: what antidistillation sampling costs, against its FLOP floor and two baselines.
+"""`antidistill perf`: what antidistillation sampling costs, against its measured floor and two baselines.
 
-One run times teacher sampling (`plain`), our sampler (`ads-fd`, `ads-head`, `ads-jvp`, `permutation`) and two
-baselines written from the description of the paper's released code (`reference`: two proxy copies behind a
-KV-cache wrapper, called one after the other; `nocache`: the same copies re-run over the whole prefix every
-step) for a grid of batch sizes and lengths, on random-initialised models of realistic shape and on any
-checkpoints given. Heavy imports happen in the handler, so `antidistill --help` stays fast.
+One run times teacher sampling (`plain`), one proxy copy alone (`proxy`: the floor's second term), our sampler
+(`ads-fd`, its ablation `ads-fd-no-transpose`, `ads-head`, `ads-jvp`, `permutation`) and two baselines written
+from the description of the paper's released code (`reference`: two proxy copies behind a KV-cache wrapper,
+called one after the other; `nocache`: the same copies re-run over the whole prefix every step) for a grid of
+batch sizes and lengths, on random-initialised models of realistic shape and on any checkpoints given. Heavy
+imports happen in the handler, so `antidistill --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,29 +13,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-METHODS = ("plain", "ads-fd", "ads-head", "ads-jvp", "permutation", "reference", "nocache")
+METHODS = ("plain", "proxy", "ads-fd", "ads-fd-no-transpose", "ads-head", "ads-jvp", "permutation", "reference",
+           "nocache")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "perf", help="benchmark the sampler's speed and memory against its FLOP floor and baselines",
-        description="Time generation (tokens/s, peak memory) for every sampler and two baselines of the paper's "
-                    "code, over batch sizes and lengths, on random-initialised models (speed does not depend on "
-                    "the weights) and on checkpoints given with --teacher/--proxy. --quick runs a small grid in "
-                    "a few minutes on a laptop CPU; the default grid is batch 1, 8, 32 x 64, 256, 1024 tokens.")
+        "perf", help="benchmark the sampler's speed and memory against its measured floor and baselines",
+        description="Time generation (tokens/s, wall and CPU seconds, peak memory) for every sampler and two "
+                    "baselines of the paper's code, over batch sizes and lengths, on random-initialised models "
+                    "(speed does not depend on the weights) and on checkpoints given with --teacher/--proxy. "
+                    "Every cell also times the teacher alone (plain) and one proxy copy alone (proxy); a method's "
+                    "floor_ratio is its time over t_plain + 2·t_proxy (fd, permutation, baselines) or "
+                    "t_plain + t_proxy (head). The default grid is batch 1, 8, 32 x 64, 256, 1024 new tokens after "
+                    "256-token prompts, 5 interleaved repeats; --quick runs a small grid in minutes on a CPU.")
     parser.add_argument("--quick", action="store_true",
-                        help="small models and grid (batch 1, 8 x 32, 64 tokens, 2 repeats): a few minutes on CPU")
+                        help="small models and grid (batch 1, 8 x 32, 64 tokens, 64-token prompts, 3 repeats): "
+                             "minutes on a laptop CPU")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="write a README-ready 'Performance' section (table, targets, machine) to this file")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="default: all; plain and proxy (the floor's terms) always run")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=None)
     parser.add_argument("--new-tokens", nargs="+", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed generations per row (median reported; rows are interleaved round by round)")
-    parser.add_argument("--prompt-length", type=int, default=16, help="random prompt tokens per sequence")
-    parser.add_argument("--shape", choices=("realistic", "small", "tiny"), default=None,
-                        help="random-model shapes (default: realistic; small with --quick; tiny is for tests)")
+                        help="timed generations per row (median reported; rows are interleaved round by round; "
+                             "default 5, quick 3)")
+    parser.add_argument("--prompt-length", type=int, default=None,
+                        help="random prompt tokens per sequence (default 256, as a system prompt + chat template "
+                             "+ question; quick 64)")
+    parser.add_argument("--shape", choices=("realistic", "small", "tiny", "7b-3b"), default=None,
+                        help="random-model shapes (default: realistic; small with --quick; tiny is for tests; "
+                             "7b-3b is the paper's pair, for a GPU)")
+    parser.add_argument("--resident", choices=("all", "one"), default=None,
+                        help="all: every method's proxy copies stay built and all methods of a cell are "
+                             "interleaved (CPU default); one: methods run grouped by the copies they need, freed "
+                             "between groups, so the device holds one method's copies at a time (CUDA default)")
+    parser.add_argument("--fidelity-check", action=argparse.BooleanOptionalAction, default=None,
+                        help="compare fd in the proxy dtype with fp32 jvp on a few prefixes at the start and warn "
+                             "if |sin θ| > 0.1, naming the ε to use (default: on unless the proxy is float32)")
     parser.add_argument("--vocab", type=int, default=32000, help="vocabulary of the random models")
     parser.add_argument("--no-random", action="store_true", help="only benchmark the checkpoints given")
     parser.add_argument("--teacher", default=None, help="teacher checkpoint (hub name or folder), with --proxy")

@@ -24,18 +24,62 @@ from harness_plugin.gradient import ProxyGradient
 from harness_plugin.penalty import cache_keyword
 
 
-def perturbed_proxy(proxy: PreTrainedModel, gradient: ProxyGradient, scale: float,
-                    dtype: torch.dtype) -> PreTrainedModel:
-    """A separate full copy θ_P + scale·g: added in fp32, cast once to `dtype` (the reference's recipe)."""
-    model = copy.deepcopy(proxy).eval()
+def proxy_copy(proxy: PreTrainedModel, dtype: torch.dtype, device: torch.device | None = None,
+               gradient: ProxyGradient | None = None, scale: float = 0.0) -> PreTrainedModel:
+    """A separate full copy θ_P + scale·g on `device`: added in fp32, cast once to `dtype` (the reference's
+    recipe; without a gradient, the proxy itself). Built tensor by tensor from the source, which may stay on the
+    CPU in fp32: no whole second fp32 copy is made."""
+    device = device if device is not None else next(proxy.parameters()).device
+    names: dict[int, str] = {}
+    for name, parameter in proxy.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), name)  # the canonical (first) name, as in the gradient
+    placeholders = {id(p): torch.nn.Parameter(torch.empty(0), requires_grad=False) for p in proxy.parameters()}
+    model = copy.deepcopy(proxy, memo=placeholders).eval()
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            step = gradient.tensors[name].to(parameter.device, torch.float32)
-            parameter.data = (parameter.data.float() + scale * step).to(dtype)
+        for original in proxy.parameters():
+            value = original.detach().to(device, torch.float32)
+            if gradient is not None and scale:
+                value = value + scale * gradient.tensors[names[id(original)]].to(device, torch.float32)
+            placeholders[id(original)].data = value.to(dtype)  # tied tensors share their placeholder
         for name, buffer in model.named_buffers():
-            if buffer.is_floating_point() and "inv_freq" not in name:
-                buffer.data = buffer.data.to(dtype)
+            cast = buffer.is_floating_point() and "inv_freq" not in name
+            buffer.data = buffer.data.to(device=device, dtype=dtype if cast else None)
     return model.requires_grad_(False)
+
+
+def perturbed_proxy(proxy: PreTrainedModel, gradient: ProxyGradient, scale: float,
+                    dtype: torch.dtype, device: torch.device | None = None) -> PreTrainedModel:
+    """The reference's copy θ_P + scale·g (see `proxy_copy`)."""
+    return proxy_copy(proxy, dtype, device, gradient, scale)
+
+
+class ProxyAlone:
+    """One proxy copy doing the work a penalty copy does, and nothing else: the whole prompt once, then one token
+    per step with its KV cache and the last position's logits (as many forwards as the teacher's `generate`).
+
+    Its time per token is `t_proxy` of the measured floor. The tokens fed are random (speed does not depend on
+    them) and drawn before the first forward; no sampling loop is charged, so the floor is the strictest one.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        self.keyword = cache_keyword(model)
+
+    @torch.no_grad()
+    def run(self, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        tokens = torch.randint(0, vocab, (ids.shape[0], new_tokens), generator=generator).to(ids.device)
+        cache = DynamicCache()
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1, **{self.keyword: cache}).logits
+        for step in range(new_tokens - 1):  # the teacher's last sampled token needs no forward
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits = self.model(input_ids=tokens[:, step:step + 1], attention_mask=mask,
+                                position_ids=positions[:, -1:] + step + 1, use_cache=True, logits_to_keep=1,
+                                **{self.keyword: cache}).logits
+        return logits
 
 
 class CachedProxy:

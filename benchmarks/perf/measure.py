@@ -74,16 +74,27 @@ class MemoryProbe:
         return 1024 * rss if rss is not None else 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def start(self) -> None:
+        """Right before a measured region. On CUDA the allocator's cache is kept (emptying it here would make the
+        next timed generation pay for fresh device allocations); `max_memory_allocated` counts tensors only, so
+        the peak is exact either way."""
         gc.collect()
         if self.cuda:
             torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             _libc_trim()
             if self.resettable:
                 _CLEAR_REFS.write_text("5")
         self._base = self._now()
+
+    def release(self) -> None:
+        """After freeing objects, outside any timed region: return their memory (the device cache too)."""
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        else:
+            _libc_trim()
 
     def current(self) -> int:
         gc.collect()

@@ -8,6 +8,8 @@ attention over the context adds a term that grows with length and is reported se
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,16 +41,35 @@ SHAPES: dict[str, tuple[LlamaShape, LlamaShape]] = {
     "realistic": (LlamaShape(1024, 8, 2816, 16, 4), LlamaShape(768, 6, 2048, 12, 4)),
     "small": (LlamaShape(384, 4, 1024, 6, 2), LlamaShape(256, 2, 704, 4, 2)),
     "tiny": (LlamaShape(64, 2, 128, 4, 2), LlamaShape(32, 2, 64, 4, 2)),
+    # the paper's pair as Llamas: a Qwen2.5-7B-like teacher (7.6B with vocab 152064) and a Qwen2.5-3B-like proxy
+    # (3.1B); for a GPU (about 15 GB + 6 GB per proxy copy in bf16)
+    "7b-3b": (LlamaShape(3584, 28, 18944, 28, 4), LlamaShape(2048, 36, 11008, 16, 2)),
 }
+
+
+@contextlib.contextmanager
+def _building_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """New parameters are created on `device` in `dtype`: no CPU copy, no cast (7B shapes take seconds on a GPU,
+    minutes on a CPU)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def random_models(shape: str, vocab: int, device: torch.device, teacher_dtype: torch.dtype,
                   seed: int = 0) -> tuple[PreTrainedModel, PreTrainedModel]:
-    """A random teacher (in its dtype) and proxy (fp32, like a proxy loaded to compute its gradient)."""
+    """A random teacher (in its dtype) and proxy (fp32, like a proxy loaded to compute its gradient), both built
+    directly on `device`."""
     teacher_shape, proxy_shape = SHAPES[shape]
     torch.manual_seed(seed)
-    teacher = LlamaForCausalLM(teacher_shape.config(vocab)).to(device=device, dtype=teacher_dtype).eval()
-    proxy = LlamaForCausalLM(proxy_shape.config(vocab)).to(device=device).eval()
+    with _building_on(device, teacher_dtype):
+        teacher = LlamaForCausalLM(teacher_shape.config(vocab)).eval()
+    with _building_on(device, torch.float32):
+        proxy = LlamaForCausalLM(proxy_shape.config(vocab)).eval()
     teacher.config._name_or_path = f"random-{shape}-teacher"
     proxy.config._name_or_path = f"random-{shape}-proxy"
     return teacher, proxy

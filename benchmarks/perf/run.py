@@ -4,6 +4,16 @@ Rows of one cell are interleaved (round r runs every method once, in an order ro
 machine load during the run hits all methods alike; the median over rounds is reported. Each method's objects
 (proxy copies, caches) are built once and their memory measured when built; a row's peak memory is the teacher's
 weights + the method's own objects + the peak working memory of its generations (KV caches, activations, logits).
+
+The measured floor: every cell also times the teacher alone (`plain`) and one proxy copy alone (`proxy`: the
+prompt, then one cached token per step, no sampling loop), in seconds per generated token. A method's floor is
+the teacher's time plus its proxy forwards' time (`FLOOR`), and `floor_ratio` = its time / its floor.
+
+Residency: with `resident="all"` (the CPU default) every method's objects stay built and all methods of a cell are
+interleaved; with `resident="one"` (the CUDA default) methods run grouped by the objects they need, each group
+interleaved within itself, and a group's objects are freed before the next group is built, so the device holds
+the teacher and one method's copies at a time (a 7B teacher and 3B proxy copies do not fit all at once).
+The source proxy (fp32) stays on the CPU; the copies are built from it on the device tensor by tensor.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,7 @@ from harness_plugin.penalty import AntidistillationPenalty, resolve_dtype
 from harness_plugin.sampling import AntidistillationLogitsProcessor, PermutationLogitsProcessor
 
 from . import METHODS
-from .baselines import nocache_processor, perturbed_proxy, reference_processor
+from .baselines import ProxyAlone, nocache_processor, perturbed_proxy, proxy_copy, reference_processor
 from .measure import MemoryProbe, machine_info, timed, versions
 from .models import (
     describe_model,
@@ -45,10 +55,18 @@ from .report import evaluate_targets, format_table, markdown_section
 
 MB = 2**20
 # which built objects each method needs (shared where the method reuses another's)
-COMPONENT = {"plain": None, "ads-fd": "fd", "permutation": "fd", "ads-head": "head", "ads-jvp": "jvp",
-             "reference": "copies", "nocache": "copies"}
+COMPONENT = {"plain": None, "proxy": "proxy", "ads-fd": "fd", "ads-fd-no-transpose": "fd-no-transpose",
+             "permutation": "fd", "ads-head": "head", "ads-jvp": "jvp", "reference": "copies",
+             "nocache": "copies"}
+# the measured floor of each method: (teacher-alone seconds, proxy-alone seconds) per token it must spend at least.
+# fd, its ablation, permutation and both baselines run two proxy forwards per step; head one. jvp: one forward with
+# its tangent is about two forwards, so it shares fd's floor (its ratio then shows the prefix it re-runs).
+FLOOR = {"plain": (1, 0), "proxy": (0, 1), "ads-fd": (1, 2), "ads-fd-no-transpose": (1, 2), "permutation": (1, 2),
+         "ads-head": (1, 1), "ads-jvp": (1, 2), "reference": (1, 2), "nocache": (1, 2)}
+ALWAYS = ("plain", "proxy")  # the floor's two terms are timed in every cell
 # methods whose cost per step grows with the prefix (for the time estimate)
 QUADRATIC = ("nocache", "ads-jvp")
+RESIDENT = ("all", "one")
 
 
 @dataclass
@@ -57,9 +75,9 @@ class Settings:
     vocab: int = 32000
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     new_tokens: tuple[int, ...] = (64, 256, 1024)
-    repeats: int = 3
+    repeats: int = 5
     methods: tuple[str, ...] = METHODS
-    prompt_length: int = 16
+    prompt_length: int = 256
     lam: float = 1.0
     tau: float = 1.0
     eps: float = 1e-2
@@ -70,6 +88,7 @@ class Settings:
     max_jvp_batch: int = 8
     seed: int = 0
     quick: bool = False
+    resident: str = "all"
 
     def skip_reason(self, method: str, batch: int, new_tokens: int) -> str | None:
         if method == "nocache" and (new_tokens > self.max_nocache_tokens or batch > self.max_nocache_batch):
@@ -81,23 +100,29 @@ class Settings:
         return None
 
 
-QUICK = {"shape": "small", "batch_sizes": (1, 8), "new_tokens": (32, 64), "repeats": 2, "max_nocache_tokens": 64,
-         "max_nocache_batch": 1, "max_jvp_tokens": 32, "max_jvp_batch": 1}
+# quick keeps 64-token prompts so that the whole grid stays within minutes on a laptop CPU (at 256 the nocache and
+# jvp rows re-run four times longer prefixes); the default grid uses 256-token prompts, as real chat prompts are
+QUICK = {"shape": "small", "batch_sizes": (1, 8), "new_tokens": (32, 64), "repeats": 3, "prompt_length": 64,
+         "max_nocache_tokens": 64, "max_nocache_batch": 1, "max_jvp_tokens": 32, "max_jvp_batch": 1}
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace, device: torch.device | None = None) -> Settings:
     settings = Settings(quick=bool(args.quick))
     if args.quick:
         settings = replace(settings, **QUICK)  # type: ignore[arg-type]
+    resident = getattr(args, "resident", None) or ("one" if device is not None and device.type == "cuda" else "all")
     given = {"shape": args.shape, "batch_sizes": args.batch_sizes and tuple(args.batch_sizes),
              "new_tokens": args.new_tokens and tuple(args.new_tokens), "repeats": args.repeats,
-             "methods": args.methods and tuple(dict.fromkeys(["plain", *args.methods])),
+             "methods": args.methods and tuple(dict.fromkeys([*ALWAYS, *args.methods])),
+             "prompt_length": args.prompt_length,
              "max_nocache_tokens": args.max_nocache_tokens, "max_nocache_batch": args.max_nocache_batch,
              "max_jvp_tokens": args.max_jvp_tokens,
              "max_jvp_batch": args.max_jvp_batch}
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
-    settings = replace(settings, vocab=args.vocab, prompt_length=args.prompt_length, lam=args.lam, tau=args.tau,
-                       eps=args.eps, top_p=args.top_p, seed=args.seed)
+    settings = replace(settings, vocab=args.vocab, lam=args.lam, tau=args.tau, eps=args.eps, top_p=args.top_p,
+                       seed=args.seed, resident=resident)
+    if resident not in RESIDENT:
+        raise AntidistillError(f"--resident must be one of {', '.join(RESIDENT)}, got {resident!r}")
     problems = [name for name, values in (("--batch-sizes", settings.batch_sizes),
                                           ("--new-tokens", settings.new_tokens)) if min(values) < 1]
     if problems or settings.repeats < 1 or settings.prompt_length < 1:
@@ -109,7 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 @dataclass
 class ModelSet:
-    """A teacher, its proxy and the proxy's gradient, with the sizes the report needs."""
+    """A teacher (on the device), its source proxy (fp32, on the CPU) and the proxy's gradient, with sizes."""
 
     name: str
     teacher: PreTrainedModel
@@ -131,7 +156,8 @@ class ModelSet:
         self.proxy_kv_per_token = kv_bytes_per_token(self.proxy, self.proxy_dtype)
         self.info = {"name": self.name, "teacher": describe_model(self.teacher), "proxy": describe_model(self.proxy),
                      "proxy_copy_dtype": str(self.proxy_dtype).removeprefix("torch."),
-                     "flop_floor_ratio": self.flop_floor_ratio, **self.info}
+                     "flop_floor_ratio": self.flop_floor_ratio,
+                     "source_proxy_device": str(next(self.proxy.parameters()).device), **self.info}
 
 
 class Bench:
@@ -139,29 +165,45 @@ class Bench:
 
     def __init__(self, models: ModelSet, settings: Settings, device: torch.device, probe: MemoryProbe) -> None:
         self.models, self.settings, self.device, self.probe = models, settings, device, probe
-        self.components: dict[str, tuple[Any, int]] = {}
+        self.components: dict[str, Any] = {}
+        self.built_bytes: dict[str, int] = {}  # kept after a component is released
 
-    def component(self, name: str) -> tuple[Any, int]:
-        """(object, bytes it added when built)."""
+    def component(self, name: str) -> Any:
+        """The built object (proxy copies, penalty) of a component; its memory is measured when built."""
         if name not in self.components:
             self.probe.start()
-            built = self._build(name)
-            self.components[name] = (built, self.probe.current())
+            self.components[name] = self._build(name)
+            self.built_bytes[name] = self.probe.current()
         return self.components[name]
 
+    def release(self, names: Sequence[str | None]) -> None:
+        """Free components (between method groups; outside any timed region, the device cache too)."""
+        for name in names:
+            if name is not None:
+                self.components.pop(name, None)
+        self.probe.release()
+
     def _build(self, name: str) -> Any:
-        m, s = self.models, self.settings
-        if name in ("fd", "head", "jvp"):
-            return AntidistillationPenalty(m.proxy, m.gradient, eps=s.eps, method=name,  # type: ignore[arg-type]
-                                           vocab_size=m.vocab, dtype=m.proxy_dtype)
+        m, s, device = self.models, self.settings, self.device
+        if name in ("fd", "head", "jvp", "fd-no-transpose"):
+            method = "fd" if name == "fd-no-transpose" else name
+            return AntidistillationPenalty(m.proxy, m.gradient, eps=s.eps, method=method,  # type: ignore[arg-type]
+                                           vocab_size=m.vocab, dtype=m.proxy_dtype, device=device,
+                                           transposed_head=name != "fd-no-transpose")
         if name == "copies":
-            return (perturbed_proxy(m.proxy, m.gradient, +s.eps, m.proxy_dtype),
-                    perturbed_proxy(m.proxy, m.gradient, -s.eps, m.proxy_dtype))
+            return (perturbed_proxy(m.proxy, m.gradient, +s.eps, m.proxy_dtype, device),
+                    perturbed_proxy(m.proxy, m.gradient, -s.eps, m.proxy_dtype, device))
+        if name == "proxy":
+            return ProxyAlone(proxy_copy(m.proxy, m.proxy_dtype, device))
         raise ValueError(name)
 
     def static_bytes(self, method: str) -> int:
         name = COMPONENT[method]
-        return 0 if name is None else self.component(name)[1]
+        if name is None:
+            return 0
+        if name not in self.built_bytes:
+            self.component(name)
+        return self.built_bytes[name]
 
     def processors(self, method: str, mask: torch.Tensor, seed: int) -> tuple[list[LogitsProcessor], float]:
         """The logits processors for one generation, started afresh, and the temperature to give HF."""
@@ -169,7 +211,7 @@ class Bench:
         name = COMPONENT[method]
         if name is None:
             return [], s.tau  # plain teacher sampling
-        built = self.component(name)[0]
+        built = self.component(name)
         if method in ("reference", "nocache"):
             make = reference_processor if method == "reference" else nocache_processor
             baseline = make(built[0], built[1], s.lam, s.tau, s.eps, m.vocab)
@@ -191,6 +233,8 @@ class Bench:
     @torch.no_grad()
     def generate(self, method: str, batch: int, new_tokens: int, seed: int) -> torch.Tensor:
         ids, mask = self.prompts(batch, seed)
+        if method == "proxy":
+            return self.component("proxy").run(ids, mask, new_tokens, seed)
         processors, temperature = self.processors(method, mask, seed)
         torch.manual_seed(seed)
         out = self.models.teacher.generate(
@@ -199,6 +243,10 @@ class Bench:
             max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=self.models.pad_id)
         if out.shape[1] != ids.shape[1] + new_tokens:  # a row that stopped early would inflate tokens/s
             raise RuntimeError(f"{method} generated {out.shape[1] - ids.shape[1]} tokens instead of {new_tokens}")
+        for processor in processors:  # the penalty's last deferred check (part of the method's cost)
+            finish = getattr(processor, "finish", None)
+            if finish is not None:
+                finish()
         return out
 
 
@@ -206,57 +254,93 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def run_grid(bench: Bench, progress: bool = True) -> list[dict[str, Any]]:
-    """Every (batch, new tokens) cell, every method, `repeats` interleaved rounds; one row per method and cell."""
+def method_groups(settings: Settings) -> list[tuple[str, ...]]:
+    """The methods run together: all at once, or grouped by the objects they need (see the module docstring)."""
+    if settings.resident == "all":
+        return [settings.methods]
+    groups: dict[str | None, list[str]] = {}
+    for method in settings.methods:
+        groups.setdefault(COMPONENT[method], []).append(method)
+    return [tuple(group) for group in groups.values()]
+
+
+def run_grid(bench: Bench, progress: bool = True,
+             on_group_done: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """Every (batch, new tokens) cell, every method, `repeats` interleaved rounds; one row per method and cell.
+
+    `on_group_done` gets the rows known so far after each method group (to write partial results).
+    """
     s, m = bench.settings, bench.models
     cells = [(b, n) for b in s.batch_sizes for n in s.new_tokens]
-    plan = [(b, n, [meth for meth in s.methods if not s.skip_reason(meth, b, n)]) for b, n in cells]
-    total = sum(len(active) for _, _, active in plan) * s.repeats
-    warmed: set[tuple[str, int]] = set()
-    rows: list[dict[str, Any]] = []
-    per_token: dict[str, float] = {}
+    groups = method_groups(s)
+    total = sum(1 for b, n in cells for meth in s.methods if not s.skip_reason(meth, b, n)) * s.repeats
+    walls: dict[tuple[str, int, int], list[float]] = {}
+    cpus: dict[tuple[str, int, int], list[float]] = {}
+    working: dict[tuple[str, int, int], int] = {}
     bar = tqdm(total=total, desc=f"perf {m.name}", unit="gen", disable=not progress)
-    for index, (batch, new_tokens, active) in enumerate(plan):
-        walls: dict[str, list[float]] = {meth: [] for meth in active}
-        cpus: dict[str, list[float]] = {meth: [] for meth in active}
-        working: dict[str, int] = dict.fromkeys(active, 0)
-        for meth in active:
-            bench.static_bytes(meth)  # build outside the timed region
-            if (meth, batch) not in warmed:
-                bench.generate(meth, batch, 4, seed=s.seed)
-                warmed.add((meth, batch))
-        for round_ in range(s.repeats):
-            shift = round_ % len(active)
-            for meth in active[shift:] + active[:shift]:
-                bar.set_postfix_str(f"{meth} b={batch} n={new_tokens}")
-                bench.probe.start()
-                call = functools.partial(bench.generate, meth, batch, new_tokens, s.seed + round_)
-                wall, cpu = timed(call, bench.device)
-                working[meth] = max(working[meth], bench.probe.peak())
-                walls[meth].append(wall)
-                cpus[meth].append(cpu)
-                bar.update(1)
+    rows: list[dict[str, Any]] = []
+    for group in groups:
+        per_token: dict[str, float] = {}
+        warmed: set[tuple[str, int]] = set()
+        for index, (batch, new_tokens) in enumerate(cells):
+            active = [meth for meth in group if not s.skip_reason(meth, batch, new_tokens)]
+            for meth in active:
+                bench.static_bytes(meth)  # build outside the timed region
+                if (meth, batch) not in warmed:
+                    bench.generate(meth, batch, 4, seed=s.seed)
+                    warmed.add((meth, batch))
+            for round_ in range(s.repeats):
+                shift = round_ % max(1, len(active))
+                for meth in active[shift:] + active[:shift]:
+                    bar.set_postfix_str(f"{meth} b={batch} n={new_tokens}")
+                    key = (meth, batch, new_tokens)
+                    bench.probe.start()
+                    call = functools.partial(bench.generate, meth, batch, new_tokens, s.seed + round_)
+                    wall, cpu = timed(call, bench.device)
+                    working[key] = max(working.get(key, 0), bench.probe.peak())
+                    walls.setdefault(key, []).append(wall)
+                    cpus.setdefault(key, []).append(cpu)
+                    bar.update(1)
+            for meth in active:
+                seconds = _median(walls[(meth, batch, new_tokens)])
+                per_token.setdefault(meth, seconds / (batch * new_tokens * _growth(meth, new_tokens, s)))
+            if index == 0 and len(cells) > 1 and progress and active:
+                remaining = sum(per_token.get(meth, 0.0) * b * n * _growth(meth, n, s) * s.repeats
+                                for b, n in cells[1:] for meth in group if not s.skip_reason(meth, b, n))
+                tqdm.write(f"estimated time for the other cells of {', '.join(group)}: ~{remaining / 60:.0f} min "
+                           "(linear in batch x tokens from the first cell; quadratic for nocache/jvp)")
+        bench.release([COMPONENT[meth] for meth in group])
+        rows = _rows(bench, cells, walls, cpus, working)
+        if on_group_done is not None:
+            on_group_done(rows)
+    bar.close()
+    return rows
+
+
+def _rows(bench: Bench, cells: list[tuple[int, int]], walls: dict[tuple[str, int, int], list[float]],
+          cpus: dict[tuple[str, int, int], list[float]],
+          working: dict[tuple[str, int, int], int]) -> list[dict[str, Any]]:
+    s, m = bench.settings, bench.models
+    rows: list[dict[str, Any]] = []
+    for batch, new_tokens in cells:
         for meth in s.methods:
+            key = (meth, batch, new_tokens)
             reason = s.skip_reason(meth, batch, new_tokens)
             row: dict[str, Any] = {"models": m.name, "method": meth, "batch": batch, "new_tokens": new_tokens,
                                    "prompt_tokens": s.prompt_length}
-            if reason:
-                rows.append({**row, "tokens_per_s": None, "peak_mem_mb": None, "skipped": reason})
+            if reason or key not in walls:
+                rows.append({**row, "tokens_per_s": None, "peak_mem_mb": None,
+                             "skipped": reason or "not run (yet)"})
                 continue
             weights = m.teacher_bytes + bench.static_bytes(meth)
-            seconds = _median(walls[meth])
+            seconds = _median(walls[key])
             rows.append({**row, "tokens_per_s": batch * new_tokens / seconds,
-                         "peak_mem_mb": (weights + working[meth]) / MB, "seconds": seconds,
-                         "cpu_seconds": _median(cpus[meth]), "seconds_all": [round(x, 4) for x in walls[meth]],
-                         "weights_mb": weights / MB, "working_mb": working[meth] / MB, "skipped": None})
-            per_token.setdefault(meth, seconds / (batch * new_tokens * _growth(meth, new_tokens, s)))
+                         "peak_mem_mb": (weights + working[key]) / MB, "seconds": seconds,
+                         "cpu_seconds": _median(cpus[key]), "seconds_all": [round(x, 4) for x in walls[key]],
+                         "cpu_seconds_all": [round(x, 4) for x in cpus[key]],
+                         "seconds_per_token": seconds / (batch * new_tokens),
+                         "weights_mb": weights / MB, "working_mb": working[key] / MB, "skipped": None})
         _add_relative_fields(rows, m, batch, new_tokens)
-        if index == 0 and len(plan) > 1 and progress:
-            remaining = sum(per_token.get(meth, 0.0) * b * n * _growth(meth, n, s) * s.repeats
-                            for b, n, active in plan[1:] for meth in active)
-            tqdm.write(f"estimated time for the remaining cells of {m.name}: ~{remaining / 60:.0f} min "
-                       "(linear in batch x tokens from the first cell; quadratic for nocache/jvp)")
-    bar.close()
     return rows
 
 
@@ -266,14 +350,25 @@ def _growth(method: str, new_tokens: int, settings: Settings) -> float:
 
 
 def _add_relative_fields(rows: list[dict[str, Any]], models: ModelSet, batch: int, new_tokens: int) -> None:
-    """Slowdown against plain and the memory budget (teacher + two proxy copies + all KV caches) per row."""
+    """Slowdown against plain, the measured floor and the memory budget (teacher + two proxy copies + all KV
+    caches) per row."""
     cell = [r for r in rows if r["models"] == models.name and r["batch"] == batch and r["new_tokens"] == new_tokens]
     plain = next((r for r in cell if r["method"] == "plain" and r["tokens_per_s"]), None)
+    proxy = next((r for r in cell if r["method"] == "proxy" and r["tokens_per_s"]), None)
     length = batch * (cell[0]["prompt_tokens"] + new_tokens)
     for row in cell:
         row["slowdown_vs_plain"] = (plain["tokens_per_s"] / row["tokens_per_s"]
                                     if plain and row["tokens_per_s"] else None)
-        if plain and row["method"] != "plain":
+        teacher_terms, proxy_terms = FLOOR[row["method"]]
+        row["floor"] = " + ".join(term for term in (
+            {0: "", 1: "t_plain"}[teacher_terms], {0: "", 1: "t_proxy", 2: "2·t_proxy"}[proxy_terms]) if term)
+        floor = None
+        if plain and proxy:
+            floor = teacher_terms * plain["seconds_per_token"] + proxy_terms * proxy["seconds_per_token"]
+            row["t_plain"], row["t_proxy"] = plain["seconds_per_token"], proxy["seconds_per_token"]
+        row["floor_seconds_per_token"] = floor
+        row["floor_ratio"] = row["seconds_per_token"] / floor if floor and row.get("seconds_per_token") else None
+        if plain and row["method"] not in ALWAYS:
             budget = plain["peak_mem_mb"] * MB + 2 * models.proxy_copy_bytes + 2 * models.proxy_kv_per_token * length
             row["memory_budget_mb"] = budget / MB
 
@@ -300,15 +395,25 @@ def load_checkpoints(args: argparse.Namespace, device: torch.device, proxy_dtype
     else:
         gradient = random_token_gradient(proxy, vocab, seed=seed)
         source = "random tokens (speed only)"
+    _source_to_cpu(proxy)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return ModelSet(f"{args.teacher} + {args.proxy}", teacher, proxy, gradient, vocab, int(pad or 0), proxy_dtype,
                     {"gradient": source})
 
 
+def _source_to_cpu(proxy: PreTrainedModel) -> None:
+    """The fp32 source proxy is only read to build the copies: it waits on the CPU, not in device memory."""
+    device = next(proxy.parameters()).device
+    proxy.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def random_model_set(settings: Settings, device: torch.device, teacher_dtype: torch.dtype,
                      proxy_dtype: torch.dtype) -> ModelSet:
     teacher, proxy = random_models(settings.shape, settings.vocab, device, teacher_dtype, seed=settings.seed)
-    gradient = random_token_gradient(proxy, settings.vocab, seed=settings.seed)
+    gradient = random_token_gradient(proxy, settings.vocab, seed=settings.seed)  # on the device: fast
+    _source_to_cpu(proxy)
     return ModelSet(f"random-{settings.shape}", teacher, proxy, gradient, settings.vocab, 0, proxy_dtype,
                     {"shapes": shape_summary(settings.shape), "gradient": "random tokens (speed only)"})
 
@@ -317,8 +422,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     from harness_plugin.loading import default_device
 
     try:
-        settings = settings_from_args(args)
-    except AntidistillError as error:
+        device = torch.device(args.device) if args.device else default_device()
+        settings = settings_from_args(args, device)
+    except (AntidistillError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if (args.teacher is None) != (args.proxy is None):
@@ -329,7 +435,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
     teacher_dtype = resolve_dtype(args.dtype, device)
     proxy_dtype = resolve_dtype(args.proxy_dtype, device)
     probe = MemoryProbe(device)
@@ -342,35 +447,67 @@ def run_from_args(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
     started = _dt.datetime.now(_dt.timezone.utc)
+    fidelity: list[dict[str, Any]] = []
+
+    def results_now(current: list[dict[str, Any]], info: dict[str, Any] | None, complete: bool) -> dict[str, Any]:
+        every = [*infos, info] if info is not None else list(infos)
+        with_load = dict(machine)
+        with contextlib.suppress(OSError, AttributeError):
+            with_load["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results = {
+            "results": [*rows, *current],
+            "complete": complete,
+            "floor": {method: FLOOR[method] for method in settings.methods},
+            "floor_meaning": "seconds per generated token a method must spend at least: (teacher-alone, "
+                             "proxy-alone) multiples of t_plain (plain's time) and t_proxy (one proxy copy: the "
+                             "prompt, then one cached token per step, no sampling loop), measured in the same cell",
+            "flop_floor_ratio": every[0]["flop_floor_ratio"] if every else None,
+            "model_sets": every,
+            "fidelity": fidelity,
+            "machine": with_load,
+            "versions": versions(),
+            "settings": asdict(settings),
+            "peak_mem_mb_meaning": f"teacher weights + the method's own objects (proxy copies; measured when "
+                                   f"built) + the peak working memory of its generations, measured as {probe.kind}",
+            "started_at": started.isoformat(timespec="seconds"),
+            "wall_seconds": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
+        }
+        results["targets"] = evaluate_targets(results)
+        return results
+
+    def write_json(results: dict[str, Any]) -> None:
+        if args.json is not None:
+            from harness_plugin.io import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+
     for make in model_sets:
         models = make()
         print(f"{models.name}: teacher {models.info['teacher']['parameters'] / 1e6:.1f}M, proxy "
               f"{models.info['proxy']['parameters'] / 1e6:.1f}M parameters, vocab {models.vocab}; "
-              f"FLOP floor ratio {models.flop_floor_ratio:.2f}", flush=True)
-        rows.extend(run_grid(Bench(models, settings, device, probe), progress=not args.no_progress))
-        infos.append(models.info)
-        del models
-    with_load = dict(machine)
-    with contextlib.suppress(OSError, AttributeError):
-        with_load["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results = {
-        "results": rows,
-        "flop_floor_ratio": infos[0]["flop_floor_ratio"],
-        "model_sets": infos,
-        "machine": with_load,
-        "versions": versions(),
-        "settings": asdict(settings),
-        "peak_mem_mb_meaning": f"teacher weights + the method's own objects (proxy copies; measured when built) + "
-                               f"the peak working memory of its generations, measured as {probe.kind}",
-        "started_at": started.isoformat(timespec="seconds"),
-        "wall_seconds": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
-    }
-    results["targets"] = evaluate_targets(results)
-    print(format_table(results))
-    if args.json is not None:
-        from harness_plugin.io import atomic_write_text
+              f"resident: {settings.resident}", flush=True)
+        if getattr(args, "fidelity_check", None) or (getattr(args, "fidelity_check", None) is None
+                                                     and proxy_dtype != torch.float32):
+            from .fidelity import fd_fidelity, fidelity_lines
 
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+            report = fd_fidelity(models.proxy, models.gradient, models.vocab, eps=settings.eps, dtype=proxy_dtype,
+                                 device=device, seed=settings.seed)
+            fidelity.append({"models": models.name, **report})
+            for line in fidelity_lines(report):
+                print(line, flush=True)
+            probe.release()
+        info = models.info
+        # partial results after each method group: a run cut short by a time limit still leaves its figures
+        rows.extend(run_grid(Bench(models, settings, device, probe), progress=not args.no_progress,
+                             on_group_done=lambda current, info=info: write_json(  # type: ignore[misc]
+                                 results_now(current, info, complete=False))))
+        infos.append(info)
+        del models
+        probe.release()
+    results = results_now([], None, complete=True)
+    print(format_table(results))
+    write_json(results)
+    if args.json is not None:
         print(f"results -> {Path(args.json).resolve()}")
     if args.markdown is not None:
         from harness_plugin.io import atomic_write_text
