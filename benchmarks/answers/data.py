@@ -15,7 +15,7 @@ def default_data() -> str:
     """$ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data), else the variable's name."""
     if os.environ.get(DATA_DIR_VARIABLE):
         return os.environ[DATA_DIR_VARIABLE]
-    beside_checkout = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    beside_checkout = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return str(beside_checkout) if beside_checkout.is_dir() else f"${DATA_DIR_VARIABLE}"
 
 
