@@ -59,3 +59,11 @@ def test_styled_outputs_score_as_labelled() -> None:
     wrong = [(p.family, p.prediction, p.reference) for p in pairs
              if score(p.prediction, p.reference, p.dataset) is not p.expected]
     assert not wrong
+
+
+def test_default_data_is_the_folder_beside_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.answers import default_data
+
+    monkeypatch.delenv("ANTIDISTILL_DATA_DIR", raising=False)
+    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    assert default_data() == (str(beside) if beside.is_dir() else "$ANTIDISTILL_DATA_DIR")
