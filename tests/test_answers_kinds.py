@@ -65,6 +65,7 @@ def test_a_sentence_after_a_final_answer_cue_gives_its_math(text: str, expected:
 def test_a_later_final_answer_statement_beats_an_earlier_box() -> None:
     text = "A first try gives \\boxed{4}. Checking it again, the count was off by two. The final answer is $6$."
     assert extract_answer(text, "math") == "6"
+    assert extract_answer("So \\boxed{5}. Redone: the final answer is $\\$36$.", "math") == "\\$36"
 
 
 @pytest.mark.parametrize(
@@ -84,6 +85,8 @@ def test_decimal_commas_in_prose(text: str, expected: str) -> None:
         ("1,000", "1000", True),  # thousands separator, not a decimal comma
         ("2,3", "2.3", False),  # one digit after the comma: a list of two numbers
         ("2,74", "2.75", False),
+        ("20, 504", "504, 20", True),  # a list of two roots, not 504.20
+        ("504,20", "20,504", False),
     ],
 )
 def test_decimal_commas_in_answers(prediction: str, reference: str, expected: bool) -> None:

@@ -348,7 +348,8 @@ def _canonical(answer: str, ctx: _Context) -> str:
 def _decimal_comma(p: str, r: str, ctx: _Context) -> bool | None:
     """``2,74`` against a number: read as the decimal 2.74 (a list of 2 and 74 never equals one number)."""
     for comma, other in ((p, r), (r, p)):
-        if _DECIMAL_COMMA.fullmatch(comma.replace(" ", "")) and parse_number(other) is not None:
+        # "504, 20" (a space after the comma) is a list; the other side must be one number written without commas
+        if _DECIMAL_COMMA.fullmatch(comma.strip()) and "," not in other and parse_number(other) is not None:
             return _compare(comma.replace(",", "."), other, ctx) if comma is p else _compare(other, comma.replace(",", "."), ctx)
     return None
 

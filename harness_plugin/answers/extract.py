@@ -194,7 +194,8 @@ def _after_cue(text: str, start: int) -> str | None:
     rest = text[start : start + 4 * _SEGMENT].lstrip(" \t:")
     if rest.startswith("$"):
         delimiter = "$$" if rest.startswith("$$") else "$"
-        close = rest.find(delimiter, len(delimiter))
+        closing = re.compile(r"(?<!\\)" + re.escape(delimiter)).search(rest, len(delimiter))  # not an escaped \$
+        close = closing.start() if closing else -1
         if close > 0:
             return rest[len(delimiter) : close].strip() or None
     if rest.startswith(("\\[", "\\(")):
