@@ -28,7 +28,7 @@ from harness_plugin.answers.latex import (
     split_top_level,
     text_key,
 )
-from harness_plugin.answers.numeric import Number, numbers_equal, parse_number
+from harness_plugin.answers.numeric import DECIMAL_COMMA, Number, numbers_equal, parse_number
 from harness_plugin.answers.worker import WorkerError, get_pool
 
 DEFAULT_REL_TOL = 1e-6
@@ -49,7 +49,6 @@ _SIMPLE_LHS = re.compile(
 )
 # a:b (or a:b:c) of plain numbers: a ratio, or a time when it reads h:mm
 _RATIO = re.compile(r"\d+(?:\.\d+)?(?:\s*:\s*\d+(?:\.\d+)?)+")
-_DECIMAL_COMMA = re.compile(r"-?\d+,\d{2}")  # 2,74 and 1000,99 (1,000 is a thousands separator)
 _RELATION_BEFORE = "<>!:\\"
 
 
@@ -349,7 +348,7 @@ def _decimal_comma(p: str, r: str, ctx: _Context) -> bool | None:
     """``2,74`` against a number: read as the decimal 2.74 (a list of 2 and 74 never equals one number)."""
     for comma, other in ((p, r), (r, p)):
         # "504, 20" (a space after the comma) is a list; the other side must be one number written without commas
-        if _DECIMAL_COMMA.fullmatch(comma.strip()) and "," not in other and parse_number(other) is not None:
+        if DECIMAL_COMMA.fullmatch(comma.strip()) and "," not in other and parse_number(other) is not None:
             return _compare(comma.replace(",", "."), other, ctx) if comma is p else _compare(other, comma.replace(",", "."), ctx)
     return None
 

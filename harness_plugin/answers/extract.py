@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from harness_plugin.answers.latex import matching_close, normalize, strip_math_delimiters
-from harness_plugin.answers.numeric import parse_number
+from harness_plugin.answers.numeric import DECIMAL_COMMA, parse_number
 
 GSM8K = "gsm8k"
 MATH = "math"
@@ -34,7 +34,6 @@ _TEXT_NUMBER = re.compile(
     r"(?<![\w.])(-)?\s?\\?\$?\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d{2}(?![\d,])|\d+(?:\.\d+)?|\.\d+)"
     r"(?:/(\d+)(?![\d.]))?"
 )
-_DECIMAL_COMMA = re.compile(r"\d+,\d{2}")
 _ANSWER_IS = re.compile(r"answer\s+is\b|answer\s*:", re.IGNORECASE)
 _FINAL_ANSWER_IS = re.compile(r"final\s+answer\s+is\b", re.IGNORECASE)
 _FINAL_ANSWER_COLON = re.compile(r"final\s+answer\s*:", re.IGNORECASE)
@@ -62,7 +61,7 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 
 def _canonical_number(match: re.Match[str]) -> str:
     digits = match.group(2)
-    digits = digits.replace(",", ".") if _DECIMAL_COMMA.fullmatch(digits) else digits.replace(",", "")
+    digits = digits.replace(",", ".") if DECIMAL_COMMA.fullmatch(digits) else digits.replace(",", "")
     sign, denominator = match.group(1), match.group(3)
     if digits.startswith("."):
         digits = "0" + digits

@@ -17,6 +17,8 @@ MAX_EXPONENT = 400  # 1e400 is fine, 1e999999999 would allocate a billion-digit 
 _UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SIGNED = rf"[-+]?(?:{_UNSIGNED})"
 _NUMBER = re.compile(rf"({_SIGNED})")
+# A decimal comma: 2,74 and 1000,99 (two digits after it; 1,000 is a thousands separator).
+DECIMAL_COMMA = re.compile(r"-?\d+,\d{2}")
 _SCI = re.compile(
     rf"({_SIGNED})(?:[eE]([-+]?\d+)|(?:\\times|\\cdot|\*|x)10\^(?:\{{([-+]?\d+)\}}|(\d)))"
 )
