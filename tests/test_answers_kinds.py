@@ -56,6 +56,7 @@ def test_several_boxes_in_a_gold_solution_are_all_the_answer() -> None:
         ("Final Answer: the two solutions are $2$ and $3$", "2 and 3"),
         ("Final Answer: The answer is $\\frac{3}{4}$, as shown above", "\\frac{3}{4}"),
         ("Final Answer: $x = 5$", "x = 5"),
+        ("Final Answer: She pays $\\$36$ for them, as computed", "\\$36"),
     ],
 )
 def test_a_sentence_after_a_final_answer_cue_gives_its_math(text: str, expected: str) -> None:

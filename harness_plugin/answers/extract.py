@@ -229,7 +229,7 @@ def _math_in_sentence(line: str) -> str:
     rest = line[verb.end() :].strip() if verb is not None else ""
     if rest and not _is_prose(rest):
         return " ".join(rest.replace("$", " ").split())
-    spans = [m.group(1).strip() for m in re.finditer(r"\$([^$]+)\$", rest or line)]
+    spans = [content.strip() for _, content in dollar_spans(rest or line) if content.strip()]
     return ", ".join(spans) if spans else (rest or line)
 
 
@@ -282,6 +282,20 @@ def joined_boxes(text: str, everything: bool = False) -> str | None:
 _DOLLARS = re.compile(r"(?<!\\)\$\$?")
 
 
+def dollar_spans(text: str) -> list[tuple[int, str]]:
+    """(end, content) of every closed ``$…$`` / ``$$…$$`` pair, in order; an escaped ``\\$`` is text, and a
+    ``$`` left open pairs with nothing."""
+    pairs: list[tuple[int, str]] = []
+    opened: tuple[int, str] | None = None
+    for match in _DOLLARS.finditer(text):
+        if opened is not None and opened[1] == match.group(0):
+            pairs.append((match.start(), text[opened[0] + len(opened[1]) : match.start()]))
+            opened = None
+        else:
+            opened = (match.start(), match.group(0))
+    return pairs
+
+
 def last_math_span(text: str) -> str | None:
     """Content of the last closed ``$…$``, ``$$…$$``, ``\\(…\\)`` or ``\\[…\\]``: math-verify's fallback when a
     text has neither a box nor a final-answer cue (``Answer \\[ 9 \\]``, ``Therefore $x \\geq 5$ is ...``).
@@ -292,16 +306,7 @@ def last_math_span(text: str) -> str | None:
         start = text.rfind(left, 0, end) if end > 0 else -1
         if start >= 0:
             spans.append((end, text[start + len(left) : end]))
-    opened: tuple[int, str] | None = None
-    last_pair: tuple[int, str] | None = None
-    for match in _DOLLARS.finditer(text):
-        if opened is not None and opened[1] == match.group(0):
-            last_pair = (match.start(), text[opened[0] + len(opened[1]) : match.start()])
-            opened = None
-        else:
-            opened = (match.start(), match.group(0))
-    if last_pair is not None:
-        spans.append(last_pair)
+    spans += dollar_spans(text)[-1:]
     spans = [(end, content.strip()) for end, content in spans if content.strip()]
     return max(spans)[1] if spans else None
 
