@@ -2,9 +2,9 @@
 
 ``signal.alarm`` (what math-verify and lm-eval's minerva checker use) only works in the main thread, and a
 thread cannot be interrupted inside sympy. A separate process can always be killed. Workers are ordinary
-``python -m harness_plugin.answers._child`` subprocesses (no multiprocessing, so no re-import of the caller's
-``__main__`` and no fork of a threaded parent), talk JSON lines over pipes, start lazily on first use, are
-replaced as soon as one is killed, and are terminated at interpreter exit. The pool is thread-safe: each call
+isolated ``python -I`` subprocesses running ``harness_plugin.answers._child`` (no multiprocessing, so no re-import
+of the caller's ``__main__`` and no fork of a threaded parent), talk JSON lines over pipes, all start together on
+first use (or at ``warm_up``), are replaced as soon as one is killed, and are terminated at interpreter exit. The pool is thread-safe: each call
 checks a worker out for its exclusive use. After a ``fork`` the child process builds its own pool.
 """
 
