@@ -65,5 +65,7 @@ def test_default_data_is_the_folder_beside_the_checkout(monkeypatch: pytest.Monk
     from benchmarks.answers import default_data
 
     monkeypatch.delenv("ANTIDISTILL_DATA_DIR", raising=False)
-    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(checkout)  # tox installs a wheel: the checkout is then known only as the working folder
+    beside = checkout.parent / "shared" / "data"
     assert default_data() == (str(beside) if beside.is_dir() else "$ANTIDISTILL_DATA_DIR")

@@ -12,11 +12,18 @@ from harness_plugin.names import DATA_DIR_VARIABLE
 
 
 def default_data() -> str:
-    """$ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data), else the variable's name."""
+    """$ANTIDISTILL_DATA_DIR, else the offline copy beside a development checkout (../shared/data), else the variable's name.
+
+    The checkout is found from this file (editable installs) or from the working folder (a wheel installed by tox,
+    run from the checkout), so both development set-ups read the same folder.
+    """
     if os.environ.get(DATA_DIR_VARIABLE):
         return os.environ[DATA_DIR_VARIABLE]
-    beside_checkout = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return str(beside_checkout) if beside_checkout.is_dir() else f"${DATA_DIR_VARIABLE}"
+    for checkout in (Path(__file__).resolve().parents[2], Path.cwd().resolve()):
+        beside_checkout = checkout.parent / "shared" / "data"
+        if beside_checkout.is_dir():
+            return str(beside_checkout)
+    return f"${DATA_DIR_VARIABLE}"
 
 
 @dataclass(frozen=True)
