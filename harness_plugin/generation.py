@@ -142,10 +142,7 @@ def generate(
         recorder = TeacherLogProbRecorder()
         processors = LogitsProcessorList([recorder])
         if processor is not None:
-            if isinstance(processor, PermutationLogitsProcessor):
-                processor.start(attention_mask, seed=seed + number)
-            else:
-                processor.start(attention_mask)
+            processor.start(attention_mask, seed=seed + number)
             processors.append(processor)
         torch.manual_seed(seed + number)
         with torch.no_grad():

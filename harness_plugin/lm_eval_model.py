@@ -27,12 +27,11 @@ from typing import Any
 
 import torch
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils_hf import stop_sequences_criteria
 from transformers import LogitsProcessorList
 
 from .errors import AntidistillError
 from .names import DTYPE_NAMES
-from .sampling import SAMPLERS, PermutationLogitsProcessor, SamplerConfig
+from .sampling import SAMPLERS, SamplerConfig
 from .tasks.protocol import ANSWER_FORCING_PROMPT, ANSWER_FORCING_SEPARATOR, ANSWER_FORCING_TASKS
 
 log = logging.getLogger("lm_eval.models.antidistill")
@@ -310,30 +309,23 @@ class AntidistillLM(HFLM):
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
                         **generation_kwargs: Any) -> torch.Tensor:
-        attention_mask = generation_kwargs.pop("attention_mask", None)
+        """HFLM's generation with our logits processor and the sampler's decoding settings instead of the task's."""
         for key in (*SAMPLING_GEN_KWARGS, ANSWER_FORCING_KEY):
             generation_kwargs.pop(key, None)
         config = self.settings.config
         seed = self._next_seed()
         processors = LogitsProcessorList()
         if self.processor is not None:
-            if isinstance(self.processor, PermutationLogitsProcessor):
-                self.processor.start(attention_mask, seed=seed)
-            else:
-                self.processor.start(attention_mask)  # resets the proxy caches
+            self.processor.start(generation_kwargs.get("attention_mask"), seed=seed)  # resets the proxy caches
             processors.append(self.processor)
         if config.greedy:
-            sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            generation_kwargs.update(do_sample=False, temperature=0.0, top_p=None, top_k=None)
         else:  # the processor has divided by τ already
-            sampling = {"do_sample": True, "temperature": 1.0, "top_p": config.top_p, "top_k": config.top_k}
-        stopping = stop_sequences_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
+            generation_kwargs.update(do_sample=True, temperature=1.0, top_p=config.top_p, top_k=config.top_k)
         torch.manual_seed(seed)
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                             enabled=self.mixed_precision_dtype is not None):
-            out = self.model.generate(
-                input_ids=context, attention_mask=attention_mask, max_length=max_length,
-                stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                logits_processor=processors, repetition_penalty=1.0, **sampling, **generation_kwargs)
+        with torch.no_grad():
+            out = super()._model_generate(context, max_length, stop, logits_processor=processors,
+                                          repetition_penalty=1.0, **generation_kwargs)
         if self.processor is not None:
             self.processor.finish()  # the penalty's last deferred check (NaN Δ) of this generation
         return out
