@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from harness_plugin.errors import AntidistillError, VocabularyMismatchError
 from harness_plugin.lm_eval_hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
 from harness_plugin.tasks import protocol
 
-ROOT = Path(__file__).resolve().parents[1]
 TRACES = [{"prompt": "<s>Tom has 3 apples and buys 5 more.", "completion": " 3 + 5 = 8. #### 8"},
           {"prompt": "<s>A train travels", "completion": " 60 km in 2 hours. #### 30"}]
 PROMPTS = ["<s>Tom has 3 apples and buys", "<s>A train travels 60 km in 2 hours. What is"]
@@ -319,68 +317,6 @@ def test_startup_hook_costs_no_import_and_registers_lazily(tmp_path):
     off = _python("import lm_eval.api.registry as r; print('antidistill' in r.model_registry)", tmp_path,
                   ANTIDISTILL_LM_EVAL_HOOK="0")
     assert off.stdout.strip() == "False", off.stderr
-
-
-def test_pth_line_is_harmless_without_the_package(tmp_path):
-    sys.path.insert(0, str(ROOT / "build_backend"))
-    try:
-        from antidistill_backend import PTH_LINE
-    finally:
-        sys.path.remove(str(ROOT / "build_backend"))
-    # -S: no site-packages, so harness_plugin cannot be found (cwd is a folder without it); the trigger waits for
-    # an lm_eval import, finds no package, says nothing and steps aside
-    code = ("import sys\ntry:\n import lm_eval\nexcept ImportError:\n pass\n"
-            "print(any(getattr(f, 'antidistill_hook', 0) for f in sys.meta_path))")
-    result = _python(PTH_LINE + code, tmp_path, "-S")
-    assert result.returncode == 0 and result.stdout.strip() == "False" and not result.stderr
-
-
-def test_pth_line_imports_nothing_until_lm_eval_and_a_broken_package_prints_one_line(tmp_path):
-    """The .pth line alone (-S: no installed .pth runs): nothing of ours is imported at start-up, importing lm-eval
-    registers the model, the switch turns it off, and a broken install costs one line, not a traceback."""
-    import sysconfig
-
-    sys.path.insert(0, str(ROOT / "build_backend"))
-    try:
-        from antidistill_backend import PTH_LINE
-    finally:
-        sys.path.remove(str(ROOT / "build_backend"))
-    path = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
-    probe = ("import sys\nstarted = [m for m in sys.modules if m.startswith('harness_plugin')]\n"
-             "import lm_eval.api.registry as r\nprint(started, 'antidistill' in r.model_registry)")
-    on = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path)
-    assert on.stdout.strip() == "[] True", on.stderr[-2000:]
-    off = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path, ANTIDISTILL_LM_EVAL_HOOK="0")
-    assert off.returncode == 0 and off.stdout.strip() == "[] False", off.stderr[-2000:]
-    broken = tmp_path / "broken" / "harness_plugin"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
-    code = PTH_LINE + "try:\n import lm_eval\nexcept ImportError:\n pass\nprint('started')"
-    result = _python(code, tmp_path, "-S", PYTHONPATH=str(broken.parent))
-    assert result.returncode == 0 and result.stdout.strip() == "started"
-    assert len(result.stderr.splitlines()) == 1 and "half-installed" in result.stderr
-    assert "Traceback" not in result.stderr and "ANTIDISTILL_LM_EVAL_HOOK=0" in result.stderr
-
-
-@pytest.mark.slow
-def test_wheels_carry_the_pth_file(tmp_path):
-    import base64
-    import hashlib
-
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'build_backend')!r}); import antidistill_backend as b; "
-            f"print(b.build_wheel({str(tmp_path)!r}), b.PTH_NAME)")
-    result = _python(code, ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    wheel_name, pth_name = result.stdout.split()[-2:]
-    with zipfile.ZipFile(tmp_path / wheel_name) as wheel:
-        assert wheel.testzip() is None
-        data = wheel.read(pth_name)
-        record = next(n for n in wheel.namelist() if n.endswith(".dist-info/RECORD"))
-        lines = wheel.read(record).decode().splitlines()
-        assert "harness_plugin/tasks/gsm8k_antidistill.yaml" in wheel.namelist()
-    assert b"harness_plugin.lm_eval_hook" in data and data.count(b"\n") == 1
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    assert f"{pth_name},sha256={digest},{len(data)}" in lines and lines[-1].startswith(record + ",")
 
 
 # ---------------------------------------------------------------------------------------- CLI and MLflow parts
