@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness_plugin.errors import AntidistillError, VocabularyMismatchError
-from harness_plugin.lm_eval_hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
-from harness_plugin.tasks import protocol
+from harness_plugin.lm_eval.hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
+from harness_plugin.lm_eval.tasks import protocol
 
 TRACES = [{"prompt": "<s>Tom has 3 apples and buys 5 more.", "completion": " 3 + 5 = 8. #### 8"},
           {"prompt": "<s>A train travels", "completion": " 60 km in 2 hours. #### 30"}]
@@ -40,7 +40,7 @@ def grad_dir(tiny_dir, tmp_path_factory):
 
 
 def make_lm(tiny_dir, grad_dir, **overrides):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     args = {"pretrained": str(tiny_dir / "teacher"), "proxy": str(tiny_dir / "proxy"), "gradient": str(grad_dir),
             "sampler": "ads", "lam": 2.0, "tau": 0.8, "seed": 7, "device": "cpu", "answer_forcing": 0}
@@ -67,7 +67,7 @@ def make_lm(tiny_dir, grad_dir, **overrides):
     ({"teacher": "/elsewhere"}, "disagree"),
 ])
 def test_bad_model_args_fail_before_loading_anything(tmp_path, grad_dir, overrides, message):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     args = {"pretrained": str(tmp_path / "no-such-teacher"), "proxy": str(tmp_path / "no-such-proxy"),
             "gradient": str(grad_dir), "sampler": "ads", "lam": 1.0}
@@ -77,7 +77,7 @@ def test_bad_model_args_fail_before_loading_anything(tmp_path, grad_dir, overrid
 
 
 def test_gradient_folder_without_gradient_is_rejected(tmp_path):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     with pytest.raises(AntidistillError, match="has no gradient.safetensors"):
         AntidistillLM(pretrained=str(tmp_path / "t"), proxy=str(tmp_path / "p"), gradient=str(tmp_path), lam=1.0)
@@ -136,7 +136,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
     ids, mask = lm.tok_batch_encode([PROMPTS[0] + trace + protocol.ANSWER_FORCING_PROMPT])
     greedy = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=4,
                                pad_token_id=lm.tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
-    from harness_plugin.lm_eval_model import cut_at_box_close
+    from harness_plugin.lm_eval.model import cut_at_box_close
 
     expected = cut_at_box_close(lm.tok_decode(greedy[0, ids.shape[1]:].tolist()))
     assert forced == protocol.ANSWER_FORCING_PROMPT + expected
@@ -145,7 +145,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
 @pytest.mark.parametrize(("continuation", "kept"), [
     ("18}\\] so the answer", "18}"), ("\\frac{1}{2}}\\]", "\\frac{1}{2}}"), ("\\{1\\}} x", "\\{1\\}}"), ("18", "18")])
 def test_forced_continuation_is_cut_at_the_closing_brace(continuation, kept):
-    from harness_plugin.lm_eval_model import cut_at_box_close
+    from harness_plugin.lm_eval.model import cut_at_box_close
 
     assert cut_at_box_close(continuation) == kept
 
@@ -329,7 +329,7 @@ def test_lm_eval_subcommand_passes_every_argument_through():
 
 
 def test_mlflow_options_are_taken_out_and_follow_the_environment(monkeypatch):
-    from harness_plugin.lm_eval_mlflow import MlflowOptions
+    from harness_plugin.lm_eval.tracking import MlflowOptions
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     options, rest = MlflowOptions.pop_from(["--model", "x", "--mlflow-experiment=e", "--mlflow-run-name", "r"])
@@ -341,7 +341,7 @@ def test_mlflow_options_are_taken_out_and_follow_the_environment(monkeypatch):
 
 
 def test_mlflow_params_and_metrics_from_lm_eval_results():
-    from harness_plugin.lm_eval_mlflow import run_metrics, run_params
+    from harness_plugin.lm_eval.tracking import run_metrics, run_params
 
     results = {"results": {"gsm8k_antidistill": {"alias": "gsm8k_antidistill", "acc,none": 0.5,
                                                  "acc_stderr,none": "N/A", "acc_forced,strict": 0.25}},

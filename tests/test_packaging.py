@@ -4,7 +4,7 @@ named in pyproject.toml builds, and the lm-eval start-up files they put into sit
 The start-up files live in harness_plugin/_startup/ and go to the wheel root by hatchling's force-include:
 `antidistill_lm_eval.pth` (one `import` line that site.py executes; it defines a lazy trigger and imports nothing
 of ours) and `antidistill_lm_eval.start` (PEP 829, Python 3.15+: the entry point
-`harness_plugin.lm_eval_trigger:install`, read instead of the .pth's import line). Both must do the same thing,
+`harness_plugin.lm_eval.trigger:install`, read instead of the .pth's import line). Both must do the same thing,
 so the .start's code is compared with the .pth's and both are run the way their interpreters run them.
 """
 
@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 STARTUP = ROOT / "harness_plugin" / "_startup"
 PTH = STARTUP / "antidistill_lm_eval.pth"
 START = STARTUP / "antidistill_lm_eval.start"
-ENTRY_POINT = "harness_plugin.lm_eval_trigger:install"
+ENTRY_POINT = "harness_plugin.lm_eval.trigger:install"
 PACKAGES = ("harness_plugin", "benchmarks", "analysis")
 # Every file a wheel may hold in the packages besides modules: what the code reads at run time.
 DATA_FILES = {f"{package}/py.typed" for package in PACKAGES} | {
     path.relative_to(ROOT).as_posix()
-    for pattern in ("harness_plugin/tasks/**/*.yaml", "benchmarks/presets/*.yaml") for path in ROOT.glob(pattern)}
+    for pattern in ("harness_plugin/lm_eval/tasks/**/*.yaml", "benchmarks/presets/*.yaml") for path in ROOT.glob(pattern)}
 
 
 def _python(code: str, cwd: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +67,7 @@ def _startup_code(kind: str) -> str:
 def test_pth_file_is_one_import_line_that_site_executes():
     data = PTH.read_bytes()
     assert data.count(b"\n") == 1 and data.endswith(b"\n") and data.startswith(b"import ")
-    assert b"harness_plugin.lm_eval_hook" in data and b"ANTIDISTILL_LM_EVAL_HOOK" in data
+    assert b"harness_plugin.lm_eval.hook" in data and b"ANTIDISTILL_LM_EVAL_HOOK" in data
 
 
 def test_start_file_names_one_entry_point_in_the_pep_829_form():
@@ -75,18 +75,18 @@ def test_start_file_names_one_entry_point_in_the_pep_829_form():
     entries = _start_entries()
     assert entries == [ENTRY_POINT]
     assert re.fullmatch(r"\w+(\.\w+)*:\w+(\.\w+)*", entries[0])  # pkg.mod:callable, the callable required
-    from harness_plugin import lm_eval_trigger
+    from harness_plugin.lm_eval import trigger
 
-    assert pkgutil.resolve_name(entries[0]) is lm_eval_trigger.install
+    assert pkgutil.resolve_name(entries[0]) is trigger.install
 
 
 def test_start_entry_point_runs_the_code_of_the_pth_line():
-    """The .pth line exec()s a class definition and an `if`; lm_eval_trigger holds the same class and the same
+    """The .pth line exec()s a class definition and an `if`; lm_eval/trigger.py holds the same class and the same
     `if` as the body of install(), statement for statement."""
     pth_code = re.fullmatch(r"import os, sys; exec\((.*)\)\n", _pth_line(), re.DOTALL)
     assert pth_code, "the .pth line is no longer `import os, sys; exec('...')`"
     pth_body = ast.parse(ast.literal_eval(pth_code.group(1))).body
-    module = ast.parse((ROOT / "harness_plugin" / "lm_eval_trigger.py").read_text(encoding="utf-8"))
+    module = ast.parse((ROOT / "harness_plugin" / "lm_eval" / "trigger.py").read_text(encoding="utf-8"))
     classes = [node for node in module.body if isinstance(node, ast.ClassDef)]
     install = next(node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "install")
     assert [ast.dump(node) for node in pth_body] == [ast.dump(node) for node in [*classes, *install.body]]
@@ -106,7 +106,7 @@ def test_pth_line_is_harmless_without_the_package(tmp_path):
 
 
 @pytest.mark.parametrize(("kind", "started"), [("pth", []),
-                                               ("start", ["harness_plugin", "harness_plugin.lm_eval_trigger"])])
+                                               ("start", ["harness_plugin", "harness_plugin.lm_eval", "harness_plugin.lm_eval.trigger"])])
 def test_startup_files_import_nothing_until_lm_eval_then_register_the_model(tmp_path, kind, started):
     """Each start-up file alone (-S: no installed .pth or .start runs): nothing of ours is imported at start-up
     beyond the .start's own module, importing lm-eval registers the model, and the switch turns it off."""
@@ -119,15 +119,17 @@ def test_startup_files_import_nothing_until_lm_eval_then_register_the_model(tmp_
     assert off.returncode == 0 and off.stdout.strip() == f"{started} False", off.stderr[-2000:]
 
 
-@pytest.mark.parametrize(("kind", "broken_module"), [("pth", "__init__"), ("pth", "lm_eval_hook"),
-                                                     ("start", "lm_eval_hook")])
+@pytest.mark.parametrize(("kind", "broken_module"), [("pth", "__init__"), ("pth", "lm_eval/hook"),
+                                                     ("start", "lm_eval/hook")])
 def test_a_broken_package_costs_one_line_not_a_traceback(tmp_path, kind, broken_module):
     # A half-installed package whose module raises when lm-eval is first imported. (A .start file cannot survive a
     # broken harness_plugin/__init__.py: resolving its entry point imports it, and Python reports that itself.)
     broken = tmp_path / "broken" / "harness_plugin"
     broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("")
-    shutil.copy(ROOT / "harness_plugin" / "lm_eval_trigger.py", broken / "lm_eval_trigger.py")
+    (broken / "lm_eval").mkdir()
+    for init in (broken / "__init__.py", broken / "lm_eval" / "__init__.py"):
+        init.write_text("")
+    shutil.copy(ROOT / "harness_plugin" / "lm_eval" / "trigger.py", broken / "lm_eval" / "trigger.py")
     (broken / f"{broken_module}.py").write_text("raise RuntimeError('half-installed')\n")
     code = _startup_code(kind) + "try:\n import lm_eval\nexcept ImportError:\n pass\nprint('started')"
     result = _python(code, tmp_path, "-S", PYTHONPATH=str(broken.parent))
@@ -194,10 +196,10 @@ def test_regular_wheel_holds_the_packages_their_data_files_and_nothing_else(buil
     assert len(DATA_FILES) >= 3 + 5 + 5  # py.typed files, task yamls, presets: the globs above found them
     modules = {path.relative_to(ROOT).as_posix() for package in PACKAGES for path in (ROOT / package).rglob("*.py")
                if "__pycache__" not in path.parts}
-    assert modules <= in_packages  # every module of the checkout, lm_eval_trigger.py and tasks/*.py included
+    assert modules <= in_packages  # every module of the checkout, lm_eval/trigger.py and tasks/*.py included
     assert not any(part in ("_startup", "tests", "runs", "__pycache__") for name in names for part in name.split("/"))
-    assert "[lm_eval.models]\nantidistill = harness_plugin.lm_eval_model:AntidistillLM" in entry_points
-    assert "[lm_eval.tasks]\nantidistill = harness_plugin.tasks" in entry_points
+    assert "[lm_eval.models]\nantidistill = harness_plugin.lm_eval.model:AntidistillLM" in entry_points
+    assert "[lm_eval.tasks]\nantidistill = harness_plugin.lm_eval.tasks" in entry_points
 
 
 def test_editable_wheel_puts_the_checkout_on_sys_path_and_copies_no_package(built):
@@ -214,7 +216,7 @@ def test_sdist_holds_what_its_wheel_needs_and_no_local_state(built):
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     needed = {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO", "tox.ini",
               PTH.relative_to(ROOT).as_posix(), START.relative_to(ROOT).as_posix(), *DATA_FILES,
-              "harness_plugin/lm_eval_trigger.py", "tests/conftest.py", "tests/test_packaging.py"}
+              "harness_plugin/lm_eval/trigger.py", "tests/conftest.py", "tests/test_packaging.py"}
     assert needed <= names, needed - names
     top = {name.split("/")[0] for name in names}
     assert top <= {*PACKAGES, "tests", "pyproject.toml", "README.md", "LICENSE", "PKG-INFO", "tox.ini", ".gitignore"}
