@@ -9,9 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import AntidistillError
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}  # the spellings of names.DTYPE_NAMES, "auto" aside
+from .names import DTYPE_SPELLINGS
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -19,9 +17,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
-        if dtype not in _DTYPES:
+        if dtype not in DTYPE_SPELLINGS:
             raise AntidistillError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16")
-        dtype = _DTYPES[dtype]
+        dtype = getattr(torch, DTYPE_SPELLINGS[dtype])
     if dtype == torch.float16:
         warnings.warn(
             "fp16 can overflow to inf/NaN logits (the reference code's failure mode); "

@@ -14,15 +14,13 @@ from typing import Any
 from lm_eval.models.huggingface import HFLM
 
 from ..errors import AntidistillError
-from ..names import DTYPE_NAMES
+from ..names import DTYPE_NAMES, SAMPLER_SPELLINGS
 from ..sampling import SAMPLERS, SamplerConfig
 
 log = logging.getLogger("lm_eval.models.antidistill")
 
 DEFAULT_ANSWER_FORCING_TOKENS = 32
 ANSWER_FORCING_KEY = "answer_forcing"
-SAMPLER_NAMES = {"ads": "ads", "antidistillation": "ads", "permutation": "permutation",
-                 "temperature": "temperature"}
 PROXY_DTYPES = DTYPE_NAMES
 # Spellings people reach for, mapped to our names (they would otherwise flow into from_pretrained unnoticed).
 ALIASES = {"lambda": "lam", "epsilon": "eps", "temperature": "tau", "proxy_student": "proxy"}
@@ -71,10 +69,10 @@ class AntidistillSettings:
                         answer_forcing: Any = DEFAULT_ANSWER_FORCING_TOKENS) -> AntidistillSettings:
         """Check every argument (types, ranges, required pairs, files) and raise one clear error."""
         name = str(sampler).strip().lower()
-        if name not in SAMPLER_NAMES:
+        if name not in SAMPLER_SPELLINGS:
             raise fail(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
         try:
-            config = SamplerConfig(sampler=SAMPLER_NAMES[name], tau=number("tau", tau), lam=number("lam", lam),
+            config = SamplerConfig(sampler=SAMPLER_SPELLINGS[name], tau=number("tau", tau), lam=number("lam", lam),
                                    eps=number("eps", eps), top_p=number("top_p", top_p),
                                    top_k=integer("top_k", top_k), penalty=str(penalty), seed=integer("seed", seed))
         except AntidistillError as error:
