@@ -1,4 +1,4 @@
-"""`antidistill perf`: the results schema, the measured floor, and baselines that sample from the same
+"""`antidistill bench perf`: the results schema, the measured floor, and baselines that sample from the same
 distribution as our sampler.
 
 The speed comparison only means something if `reference` and `nocache` compute what `ads-fd` computes, so that is
@@ -60,7 +60,7 @@ def test_perf_command_writes_the_results_schema(tmp_path):
     threads = torch.get_num_threads()
     out, md = tmp_path / "perf.json", tmp_path / "perf.md"
     try:
-        code = main(["perf", "--shape", "tiny", "--vocab", str(VOCAB), "--batch-sizes", "2", "--new-tokens", "3",
+        code = main(["bench", "perf", "--shape", "tiny", "--vocab", str(VOCAB), "--batch-sizes", "2", "--new-tokens", "3",
                      "--repeats", "1", "--prompt-length", "4", "--max-jvp-tokens", "2", "--threads", "1",
                      "--json", str(out), "--markdown", str(md), "--no-progress"])
     finally:
@@ -189,7 +189,7 @@ def test_flop_count_matches_the_matmuls_of_a_step():
 
 def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
     out = tmp_path / "ckpt.json"
-    code = main(["perf", "--no-random", "--teacher", str(tiny_dir / "teacher"), "--proxy", str(tiny_dir / "proxy"),
+    code = main(["bench", "perf", "--no-random", "--teacher", str(tiny_dir / "teacher"), "--proxy", str(tiny_dir / "proxy"),
                  "--batch-sizes", "2", "--new-tokens", "3", "--repeats", "1", "--methods", "ads-fd", "reference",
                  "--json", str(out), "--no-progress"])
     assert code == 0
@@ -199,7 +199,7 @@ def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
 
 
 def test_perf_command_rejects_half_a_checkpoint_pair(tiny_dir, capsys):
-    assert main(["perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
+    assert main(["bench", "perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
     assert "--teacher and --proxy together" in capsys.readouterr().err
 
 

@@ -122,7 +122,7 @@ def format_table(results: dict[str, Any]) -> str:
     machine = results["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} threads)"
     settings = results["settings"]
-    lines = [f"antidistill perf on {where}; prompts of {settings['prompt_length']} tokens, median of "
+    lines = [f"antidistill bench perf on {where}; prompts of {settings['prompt_length']} tokens, median of "
              f"{settings['repeats']} interleaved runs; floor ratio = time / (t_plain + 2·t_proxy) "
              "(ads-head: t_plain + t_proxy)", ""]
     lines += table_lines(results) + ["", *target_lines(results)]
@@ -154,7 +154,7 @@ def markdown_section(results: dict[str, Any]) -> str:
     lines = [
         "## Performance",
         "",
-        f"Measured with `antidistill perf{' --quick' if settings['quick'] else ''}` on {where} "
+        f"Measured with `antidistill bench perf{' --quick' if settings['quick'] else ''}` on {where} "
         f"({machine['cpu_count']} cores, {machine['torch_threads']} torch threads, device {machine['device']}), "
         f"torch {versions['torch']}, transformers {versions['transformers']}; median of {settings['repeats']} "
         f"interleaved runs per row, prompts of {settings['prompt_length']} tokens, top-p {settings['top_p']}. "
