@@ -322,17 +322,16 @@ class Pipeline:
             return None
         key = f"penalty-{point.eps}-{self.config['grid']['penalty']}"
         if key not in self._cache:
-            from harness_plugin import AntidistillationPenalty, ProxyGradient
-            from harness_plugin.vocab import check_same_tokenizer
+            from harness_plugin import ProxyGradient
+            from harness_plugin.generation import build_penalty
 
             teacher_tokenizer = self._model("teacher")[1]
             proxy, proxy_tokenizer = self._model("proxy")
             models = self.world()["models"]
-            check_same_tokenizer(teacher_tokenizer, proxy_tokenizer, models["teacher"], models["proxy"])
             gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
-            self._cache[key] = AntidistillationPenalty(
-                proxy, gradient, eps=point.eps, method=self.config["grid"]["penalty"],
-                vocab_size=len(teacher_tokenizer), dtype=self.config["models"]["proxy_dtype"])
+            self._cache[key] = build_penalty(self.sampling(point), teacher_tokenizer, proxy, gradient, proxy_tokenizer,
+                                             self.config["models"]["proxy_dtype"],
+                                             names=(models["teacher"], models["proxy"]))
         return self._cache[key]
 
     def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:

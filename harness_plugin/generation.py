@@ -71,15 +71,19 @@ def build_penalty(
     gradient: ProxyGradient | str | None,
     proxy_tokenizer: PreTrainedTokenizerBase | None = None,
     proxy_dtype: str | torch.dtype | None = None,
+    names: tuple[str, str] | None = None,
 ) -> AntidistillationPenalty | None:
-    """Check the proxy against the teacher's tokenizer and build Δ's computer, when the sampler needs one."""
+    """Check the proxy against the teacher's tokenizer and build Δ's computer, when the sampler needs one.
+
+    `names`: how to call teacher and proxy in a tokenizer mismatch error (their hub names or folders).
+    """
     if not config.needs_penalty:
         return None
     if proxy is None or gradient is None:
         raise AntidistillError(f"--sampler {config.sampler} with lam > 0 needs a proxy model and its gradient "
                                "(`antidistill gradient` computes one)")
     if proxy_tokenizer is not None:
-        check_same_tokenizer(teacher_tokenizer, proxy_tokenizer)
+        check_same_tokenizer(teacher_tokenizer, proxy_tokenizer, *(names or ()))
     vocab = real_vocab_size(teacher_tokenizer)
     check_model_covers_vocab(proxy, vocab, "proxy")
     return AntidistillationPenalty(proxy, gradient, eps=config.eps, method=config.penalty,  # type: ignore[arg-type]
