@@ -135,6 +135,24 @@ def test_floor_targets_can_fail():
     assert bad["ads-fd faster than reference at every batch size"] is False
 
 
+def test_equal_memory_batch_follows_the_measured_memory_and_can_fail():
+    """Largest batch in plain's memory at its largest batch: peak = fixed + per-sequence x batch, from the rows."""
+    from benchmarks.perf.report import equal_memory
+
+    def results(fd_b1, fd_b8):
+        rows = [{"models": "m", "method": method, "batch": batch, "new_tokens": 64, "tokens_per_s": 1.0,
+                 "peak_mem_mb": mem} for method, batch, mem in
+                (("plain", 1, 100.0), ("plain", 8, 170.0), ("ads-fd", 1, fd_b1), ("ads-fd", 8, fd_b8))]
+        data = {"results": rows, "model_sets": [{"name": "m"}], "machine": {}}
+        verdict = next(v for v in evaluate_targets(data) if "same memory" in v["target"])
+        return equal_memory(data)[0], verdict["met"]
+
+    heavy, met = results(150.0, 290.0)  # 130 MB fixed + 20 MB per sequence: 2 sequences in 170 MB
+    assert heavy["budget_mb"] == 170.0 and heavy["max_batch"] == {"plain": 8, "ads-fd": 2} and met is False
+    light, met = results(110.0, 180.0)  # 100 MB fixed + 10 MB per sequence: 7 sequences
+    assert light["max_batch"]["ads-fd"] == 7 and met is True
+
+
 def test_proxy_alone_runs_the_forwards_of_one_penalty_copy(bench):
     """As many proxy forwards as the teacher's generate (the prompt, then new_tokens - 1 cached steps), each on one
     new token, with the KV cache holding the whole sequence at the end."""
