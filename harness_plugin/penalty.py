@@ -53,8 +53,6 @@ def _as_gradient(gradient: ProxyGradient | Mapping[str, torch.Tensor] | str | os
 class FiniteDifferenceDelta:
     """Δ ≈ [log p(· | θ_P + εg) − log p(· | θ_P − εg)] / (2ε) from the two perturbed copies' cached forwards."""
 
-    uses_cache = True
-
     def __init__(self, proxy: PreTrainedModel, gradient: ProxyGradient, eps: float, vocab_size: int,
                  dtype: torch.dtype, device: torch.device, transposed_head: bool = True) -> None:
         self.eps, self.vocab_size = eps, vocab_size
@@ -157,8 +155,6 @@ class HeadDelta:
     and one wider product.
     """
 
-    uses_cache = True
-
     def __init__(self, proxy: PreTrainedModel, gradient: ProxyGradient, vocab_size: int, dtype: torch.dtype,
                  device: torch.device, proxy_name: str) -> None:
         head = proxy.get_output_embeddings()
@@ -209,8 +205,6 @@ class HeadDelta:
 class JvpDelta:
     """The exact Δ by forward-mode AD along g (one model and a tangent); no KV cache, so every step re-runs the
     whole prefix: the slow reference the other methods are checked against."""
-
-    uses_cache = False
 
     def __init__(self, proxy: PreTrainedModel, gradient: ProxyGradient, vocab_size: int, dtype: torch.dtype,
                  device: torch.device) -> None:
