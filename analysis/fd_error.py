@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness_plugin.io import atomic_write_text
+from harness_plugin.names import DTYPE_SPELLINGS
 
 from .style import DTYPE_STYLE, OKABE_ITO, pyplot, save_figure, short_model_name
 
@@ -33,11 +34,10 @@ if TYPE_CHECKING:
 
 DEFAULT_EPS_GRID = tuple(float(f"{v:.3g}") for v in np.logspace(-6, 1, 15))
 DEFAULT_DTYPES = ("float32", "bfloat16", "float16")
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 
 def normalise_dtype(name: str) -> str:
-    name = DTYPE_ALIASES.get(name.strip().lower(), name.strip().lower())
+    name = DTYPE_SPELLINGS.get(name.strip().lower(), name.strip().lower())
     if name not in DTYPE_STYLE:
         raise ValueError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
     return name

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from harness_plugin.names import SAMPLER_LONG_NAMES, SAMPLER_SPELLINGS
+
 from .errors import AnalysisError
 from .style import SAMPLER_ORDER
 
@@ -25,8 +27,6 @@ if TYPE_CHECKING:
 
 ROLE_TAG = "antidistill.role"
 PARENT_TAG = "mlflow.parentRunId"
-SAMPLER_ALIASES = {"ads": "antidistillation", "antidistill": "antidistillation", "temp": "temperature",
-                   "perm": "permutation"}
 ACCURACY_METRICS = ("teacher_accuracy", "student_accuracy", "teacher_accuracy_af", "student_accuracy_af",
                     "train_traces_accuracy")
 TITLE_PARAMS = ("dataset", "teacher", "proxy", "student", "preset")
@@ -43,8 +43,9 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 def normalise_sampler(name: str | None) -> str:
+    """The paper's name of a sampler (`antidistillation`) for any spelling a user types (`ads`, `temp`, ...)."""
     name = (name or "").strip().lower()
-    return SAMPLER_ALIASES.get(name, name)
+    return SAMPLER_LONG_NAMES[SAMPLER_SPELLINGS[name]] if name in SAMPLER_SPELLINGS else name
 
 
 @dataclass(frozen=True)

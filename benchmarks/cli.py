@@ -107,12 +107,25 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_diagnose)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_toy_world, _add_diagnose]
+def _add_answers(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.answers.cli import register as add_answers
+
+    add_answers(sub)
+
+
+def _add_perf(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.perf import register as add_perf
+
+    add_perf(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_toy_world, _add_diagnose,
+                                                                    _add_answers, _add_perf]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bench` and its subcommands to the umbrella `antidistill` parser."""
-    bench = subparsers.add_parser("bench", help="benchmark suite: toy world, distillation runs, reports")
+    bench = subparsers.add_parser("bench", help="benchmarks: the distillation suite, toy world, answer checker, speed")
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

@@ -7,35 +7,21 @@ the train file, holdout = the last 30%, test = GSM8K-Platinum; MATH train shuffl
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
-from harness_plugin.io import read_jsonl
 from harness_plugin.names import DATA_DIR_VARIABLE
+from harness_plugin.problems import data_dir, load_records
 
 from .config import BenchConfig, ConfigError
 
-# (folder, split) -> (hub dataset, hub config, hub split)
-HUB = {
-    ("gsm8k", "train"): ("openai/gsm8k", "main", "train"),
-    ("gsm8k_platinum", "test"): ("madrylab/gsm8k-platinum", "main", "test"),
-    ("math", "train"): ("DigitalLearningGmbH/MATH-lighteval", "default", "train"),
-    ("math", "test"): ("DigitalLearningGmbH/MATH-lighteval", "default", "test"),
-    ("math500", "test"): ("HuggingFaceH4/MATH-500", None, "test"),
-}
 # dataset -> (train source, test source)
 SOURCES = {
     "gsm8k": (("gsm8k", "train"), ("gsm8k_platinum", "test")),
     "math": (("math", "train"), ("math", "test")),
     "math500": (("math", "train"), ("math500", "test")),
 }
-
-
-def data_dir() -> Path | None:
-    value = os.environ.get(DATA_DIR_VARIABLE)
-    return Path(value) if value else None
 
 
 def required_files(config: BenchConfig) -> list[Path]:
@@ -51,16 +37,6 @@ def check_data_available(config: BenchConfig) -> None:
     if missing:
         raise ConfigError(f"missing data file(s) {', '.join(missing)}: point {DATA_DIR_VARIABLE} at a folder with the "
                           "layout gsm8k/, gsm8k_platinum/, math/, math500/, or unset it to use the Hugging Face hub")
-
-
-def _load(folder: str, split: str) -> list[dict[str, Any]]:
-    root = data_dir()
-    if root is not None:
-        return read_jsonl(root / folder / f"{split}.jsonl")
-    from datasets import load_dataset
-
-    name, config, hub_split = HUB[(folder, split)]
-    return [dict(row) for row in load_dataset(name, config, split=hub_split)]
 
 
 def _reference(record: dict[str, Any], dataset: str) -> str | None:
@@ -99,12 +75,12 @@ def load_splits(config: BenchConfig, toy_splits: dict[str, list[dict[str, Any]]]
     else:
         (train_folder, train_split), (test_folder, test_split) = SOURCES[dataset]
         family = "gsm8k" if dataset == "gsm8k" else "math"
-        pool = _normalise(_load(train_folder, train_split), family, "train")
+        pool = _normalise(load_records(train_folder, train_split), family, "train")
         if family == "math":
             random.Random(config["data"]["split_seed"]).shuffle(pool)
         cut = int(len(pool) * config["data"]["train_fraction"])
         splits = {"train": pool[:cut], "holdout": pool[cut:],
-                  "test": _normalise(_load(test_folder, test_split), family, "test")}
+                  "test": _normalise(load_records(test_folder, test_split), family, "test")}
     sizes = {"train": config["data"]["n_train"], "holdout": config["data"]["n_holdout"],
              "test": config["data"]["n_test"]}
     return {name: records[: sizes[name]] if sizes[name] else records for name, records in splits.items()}

@@ -322,17 +322,16 @@ class Pipeline:
             return None
         key = f"penalty-{point.eps}-{self.config['grid']['penalty']}"
         if key not in self._cache:
-            from harness_plugin import AntidistillationPenalty, ProxyGradient
-            from harness_plugin.vocab import check_same_tokenizer
+            from harness_plugin import ProxyGradient
+            from harness_plugin.generation import build_penalty
 
             teacher_tokenizer = self._model("teacher")[1]
             proxy, proxy_tokenizer = self._model("proxy")
             models = self.world()["models"]
-            check_same_tokenizer(teacher_tokenizer, proxy_tokenizer, models["teacher"], models["proxy"])
             gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
-            self._cache[key] = AntidistillationPenalty(
-                proxy, gradient, eps=point.eps, method=self.config["grid"]["penalty"],
-                vocab_size=len(teacher_tokenizer), dtype=self.config["models"]["proxy_dtype"])
+            self._cache[key] = build_penalty(self.sampling(point), teacher_tokenizer, proxy, gradient, proxy_tokenizer,
+                                             self.config["models"]["proxy_dtype"],
+                                             names=(models["teacher"], models["proxy"]))
         return self._cache[key]
 
     def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:
@@ -351,7 +350,7 @@ class Pipeline:
                   point: GridPoint | None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         from harness_plugin.answers import warm_up
 
-        from .scoring import score_records
+        from .scoring import mean_teacher_logprob, score_records
 
         warm_up(wait=False)  # the checker's workers load while the model generates
         traces = self.sharded_generate(model, tokenizer, prompts, **self._generation_kwargs(point, evaluation=True))
@@ -359,7 +358,7 @@ class Pipeline:
                    for p, t in zip(problems, traces)]
         self._with_forced_answers(model, tokenizer, records)
         metrics = score_records(records, self.config.answer_dataset)
-        metrics["mean_teacher_logprob"] = _mean_logprob(records)
+        metrics["mean_teacher_logprob"] = mean_teacher_logprob(records)
         metrics["mean_tokens"] = sum(r["num_tokens"] for r in records) / max(1, len(records))
         return metrics, records
 
@@ -540,9 +539,21 @@ class Pipeline:
             runs[point.name] = tracker.child_run_id(tracker.parent_run_id(self.config.experiment), point.name)
         return str(runs[point.name])
 
+    def sampling(self, point: GridPoint) -> Any:
+        """The point's `SamplerConfig`: how its train traces are sampled (recorded with its MLflow run)."""
+        from harness_plugin.sampling import SamplerConfig
+
+        gen = self.config["generation"]
+        return SamplerConfig(sampler=point.short_sampler, tau=point.tau, lam=point.lam, eps=point.eps,
+                             top_p=gen["top_p"], top_k=gen["top_k"], penalty=self.config["grid"]["penalty"],
+                             seed=gen["seed"])
+
     def track(self, point: GridPoint) -> None:
         if not self.state.is_main_process:
             return
+        from .scoring import score_records
+        from .tracking import point_metrics, point_params, seed_metrics
+
         tracker = self.tracker()
         folder = self.point_dir(point)
         parent = tracker.parent_run_id(self.config.experiment)
@@ -551,50 +562,16 @@ class Pipeline:
         student = json.loads((folder / "student_eval.json").read_text())
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
         gradient_meta = json.loads((self.output / "gradient" / "gradient.json").read_text())
-        models = self.world()["models"]
-        params = {
-            "sampler": point.sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
-            "lam_code": point.tau * point.lam, "penalty": self.config["grid"]["penalty"],
-            "grad_norm": gradient_meta["norm"], "top_p": self.config["generation"]["top_p"],
-            "teacher": models["teacher"], "proxy": models["proxy"], "student": models["student"],
-            "dataset": self.config["dataset"], "preset": self.config.preset,
-            "holdout_traces_sha256": gradient_meta["traces_sha256"],
-            "train_traces_sha256": _file_sha256(folder / "train_traces.jsonl"),
-        }
-        calibration = self.calibration_entry(point)
-        if calibration is not None:
-            params.update({f"calibration_{key}": calibration[key] for key in
-                           ("target", "target_accuracy", "calibration_accuracy", "n", "lam_times_grad_norm",
-                            "tilt_nats")})
-        metrics = {
-            "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
-            "student_base_accuracy": baseline["accuracy"],
-            "teacher_mean_logprob": teacher["mean_teacher_logprob"], "teacher_mean_tokens": teacher["mean_tokens"],
-        }
-        for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
-            metrics.update(_interval_metrics(key, source))
-            metrics[f"{key}_undecided"] = source.get("undecided", 0)  # absent in results scored before it existed
+        params = point_params(self.sampling(point), self.world()["models"], gradient_meta,
+                              folder / "train_traces.jsonl", self.calibration_entry(point),
+                              dataset=self.config["dataset"], preset=self.config.preset)
+        train = read_jsonl(folder / "train_traces.jsonl")
+        train_scores = score_records([{"completion": t["completion"], "reference": t["reference"]} for t in train],
+                                     self.config.answer_dataset)
+        metrics = point_metrics(teacher, student, baseline, train_scores, train)
         seeds = self.config.distill_seeds  # the endpoint seeds come later, with their own stage (track_seeds)
         if len(seeds) > 1:
-            accuracies = self.student_accuracies(point, seeds)
-            metrics.update({f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)})
-            metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
-        for key, source in (("teacher_accuracy_af", teacher), ("student_accuracy_af", student)):
-            if "accuracy_af" in source:
-                metrics[key] = source["accuracy_af"]
-        if "accuracy_af" in baseline:
-            metrics["student_base_accuracy_af"] = baseline["accuracy_af"]
-        train = read_jsonl(folder / "train_traces.jsonl")
-        # How correct the distillation data itself is (scored against the train problems' answers): a second x-axis
-        # for the trade-off, next to the teacher's test accuracy.
-        from .scoring import score_records
-
-        scored = score_records([{"completion": t["completion"], "reference": t["reference"]} for t in train],
-                               self.config.answer_dataset)
-        metrics["train_traces_accuracy"] = scored["accuracy"]
-        metrics.update(_interval_metrics("train_traces", scored))
-        metrics["train_traces_mean_teacher_logprob"] = _mean_logprob(train)
-        metrics["train_traces_mean_tokens"] = sum(t["num_tokens"] for t in train) / max(1, len(train))
+            metrics.update(seed_metrics(seeds, self.student_accuracies(point, seeds)))
         log_path = folder / "distill_log.jsonl"
         losses = [(int(e["step"]), float(e["loss"])) for e in read_jsonl(log_path) if "loss" in e] \
             if log_path.exists() else []
@@ -620,10 +597,10 @@ class Pipeline:
         """Add the endpoint seeds' student accuracies (and their mean) to the point's MLflow run."""
         if not self.state.is_main_process:
             return
+        from .tracking import seed_metrics
+
         seeds, accuracies = self.point_seeds(point), self.student_accuracies(point)
-        metrics = {f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)}
-        metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
-        self.tracker().log(self.point_run_id(point), {}, metrics)
+        self.tracker().log(self.point_run_id(point), {}, seed_metrics(seeds, accuracies))
         _write_json(self.point_dir(point) / "tracked_seeds.json", {"seeds": seeds, "student_accuracies": accuracies})
 
     def tracker(self) -> Any:
@@ -635,6 +612,8 @@ class Pipeline:
 
     def finish_parent(self) -> dict[str, Any]:
         """Parent-run params, the config artifact and the baseline; returns the summary rows."""
+        from .tracking import endpoint_metrics, interval_metrics
+
         tracker = self.tracker()
         parent = tracker.parent_run_id(self.config.experiment)
         models = self.world()["models"]
@@ -648,19 +627,8 @@ class Pipeline:
         tracker.log_splits(parent, self.world()["splits"], str(self.config["dataset"]))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))
-        endpoints = self.endpoints()
-        for row in endpoints:
-            if row["G"] is not None:
-                tracker.log(parent, {}, {f"G_{row['sampler']}{suffix}": row[key] for key, suffix in
-                                         (("G", ""), ("low", "_low"), ("high", "_high"), ("defined", "_defined"))
-                                         if row[key] is not None})
-        if endpoints:  # where G is read, the same T* for every tilted sampler (the figure marks it)
-            tracker.log(parent, {}, {"T_star": endpoints[0]["teacher_accuracy"]})
-        comparisons = self.comparisons()
-        for row in comparisons:
-            prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"
-            tracker.log(parent, {}, {f"{prefix}_{who}_{key}": row[who][key] for who in ("student", "teacher")
-                                     for key in ("difference", "low", "high")})
+        endpoints, comparisons = self.endpoints(), self.comparisons()
+        tracker.log(parent, {}, endpoint_metrics(endpoints, comparisons))
         tracker.finish(parent)
         rows = []
         for point in map(self.resolve, self.config.grid):
@@ -673,10 +641,10 @@ class Pipeline:
                          "student_accuracy": sum(accuracies) / len(accuracies), "student_accuracy_seeds": accuracies,
                          "teacher_accuracy_af": teacher.get("accuracy_af"),
                          "student_accuracy_af": student.get("accuracy_af"),
-                         **_interval_metrics("teacher", teacher), **_interval_metrics("student", student)})
+                         **interval_metrics("teacher", teacher), **interval_metrics("student", student)})
         summary = {"parent_run_id": parent, "experiment": self.config.experiment,
                    "tracking_uri": tracker.uri, "student_base_accuracy": baseline["accuracy"],
-                   **_interval_metrics("student_base", baseline), "rows": rows, "endpoints": endpoints,
+                   **interval_metrics("student_base", baseline), "rows": rows, "endpoints": endpoints,
                    "comparisons": comparisons}
         _write_json(self.output / "summary.json", summary)
         return summary
@@ -750,26 +718,3 @@ class Pipeline:
 def _samples_path(evaluation: Path) -> Path:
     """The per-problem records beside an evaluation: `student_eval-seed1.json` -> `student_samples-seed1.jsonl`."""
     return evaluation.with_name(evaluation.stem.replace("_eval", "_samples") + ".jsonl")
-
-
-def _interval_metrics(prefix: str, evaluation: dict[str, Any]) -> dict[str, float]:
-    """`<prefix>_accuracy_n`, `_low`, `_high`: the sample size and 95% Wilson interval of an accuracy."""
-    from .intervals import wilson_interval
-
-    n = int(evaluation.get("n", 0))
-    if not n:
-        return {}
-    low, high = wilson_interval(evaluation["accuracy"] * n, n)
-    return {f"{prefix}_accuracy_n": n, f"{prefix}_accuracy_low": low, f"{prefix}_accuracy_high": high}
-
-
-def _mean_logprob(records: list[dict[str, Any]]) -> float:
-    total = sum(sum(r["teacher_logprobs"]) for r in records)
-    count = sum(len(r["teacher_logprobs"]) for r in records)
-    return total / count if count else 0.0
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -12,6 +12,13 @@ def accuracy(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
 
+def mean_teacher_logprob(records: list[dict[str, Any]]) -> float:
+    """The teacher's mean log-probability per generated token over all traces (how far sampling strayed)."""
+    total = sum(sum(r["teacher_logprobs"]) for r in records)
+    count = sum(len(r["teacher_logprobs"]) for r in records)
+    return total / count if count else 0.0
+
+
 def score_records(records: list[dict[str, Any]], dataset: str) -> dict[str, float]:
     """Adds `correct` (and `correct_af` where a forced answer exists) to each record; returns the accuracies.
 

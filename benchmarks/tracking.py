@@ -13,7 +13,10 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness_plugin.sampling import SamplerConfig
 
 ROLE = "antidistill.role"
 OUTPUT = "antidistill.output"
@@ -76,6 +79,80 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{key}"] = str(value)
     return out
+
+
+def interval_metrics(prefix: str, evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """`<prefix>_accuracy_n`, `_low`, `_high`: the sample size and 95% Wilson interval of an accuracy."""
+    from .intervals import wilson_interval
+
+    n = int(evaluation.get("n", 0))
+    if not n:
+        return {}
+    low, high = wilson_interval(evaluation["accuracy"] * n, n)
+    return {f"{prefix}_accuracy_n": n, f"{prefix}_accuracy_low": low, f"{prefix}_accuracy_high": high}
+
+
+def point_params(sampling: SamplerConfig, models: Mapping[str, str], gradient_meta: Mapping[str, Any],
+                 train_traces: Path, calibration: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """A grid point's MLflow params: how its traces were sampled, from what, and how its knob was calibrated."""
+    params = {**sampling.as_params(), "grad_norm": gradient_meta["norm"],
+              "teacher": models["teacher"], "proxy": models["proxy"], "student": models["student"], **extra,
+              "holdout_traces_sha256": gradient_meta["traces_sha256"],
+              "train_traces_sha256": hashlib.sha256(train_traces.read_bytes()).hexdigest()}
+    if calibration is not None:
+        params.update({f"calibration_{key}": calibration[key] for key in
+                       ("target", "target_accuracy", "calibration_accuracy", "n", "lam_times_grad_norm",
+                        "tilt_nats")})
+    return params
+
+
+def point_metrics(teacher: Mapping[str, Any], student: Mapping[str, Any], baseline: Mapping[str, Any],
+                  train_scores: Mapping[str, Any], train: list[dict[str, Any]]) -> dict[str, float]:
+    """A grid point's MLflow metrics: teacher, student and undistilled student accuracies with their intervals
+    (raw and answer-forced), and how correct and how long the distillation data itself was."""
+    from .scoring import mean_teacher_logprob
+
+    metrics = {
+        "teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
+        "student_base_accuracy": baseline["accuracy"],
+        "teacher_mean_logprob": teacher["mean_teacher_logprob"], "teacher_mean_tokens": teacher["mean_tokens"],
+    }
+    for key, source in (("teacher", teacher), ("student", student), ("student_base", baseline)):
+        metrics.update(interval_metrics(key, source))
+        metrics[f"{key}_undecided"] = source.get("undecided", 0)  # absent in results scored before it existed
+        if "accuracy_af" in source:
+            metrics[f"{key}_accuracy_af"] = source["accuracy_af"]
+    # Scored against the train problems' answers: a second x-axis for the trade-off, next to the teacher's test
+    # accuracy.
+    metrics["train_traces_accuracy"] = train_scores["accuracy"]
+    metrics.update(interval_metrics("train_traces", train_scores))
+    metrics["train_traces_mean_teacher_logprob"] = mean_teacher_logprob(train)
+    metrics["train_traces_mean_tokens"] = sum(t["num_tokens"] for t in train) / max(1, len(train))
+    return metrics
+
+
+def seed_metrics(seeds: list[int], accuracies: list[float]) -> dict[str, float]:
+    """`student_accuracy_seed<N>` per distillation seed and their mean."""
+    metrics = {f"student_accuracy_seed{seed}": acc for seed, acc in zip(seeds, accuracies)}
+    metrics["student_accuracy_seeds_mean"] = sum(accuracies) / len(accuracies)
+    return metrics
+
+
+def endpoint_metrics(endpoints: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> dict[str, float]:
+    """The parent run's answer: G per tilted sampler with its interval, T*, and the equal-target differences."""
+    metrics: dict[str, float] = {}
+    for row in endpoints:
+        if row["G"] is not None:
+            metrics.update({f"G_{row['sampler']}{suffix}": row[key] for key, suffix in
+                            (("G", ""), ("low", "_low"), ("high", "_high"), ("defined", "_defined"))
+                            if row[key] is not None})
+    if endpoints:  # where G is read, the same T* for every tilted sampler (the figure marks it)
+        metrics["T_star"] = endpoints[0]["teacher_accuracy"]
+    for row in comparisons:
+        prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"
+        metrics.update({f"{prefix}_{who}_{key}": row[who][key] for who in ("student", "teacher")
+                        for key in ("difference", "low", "high")})
+    return metrics
 
 
 def source_tags() -> dict[str, str]:

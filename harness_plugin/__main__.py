@@ -5,7 +5,7 @@ The same as `antidistill lm-eval ARGS...`; handy under `accelerate launch -m har
 
 import sys
 
-from harness_plugin.lm_eval_cli import main
+from harness_plugin.lm_eval.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

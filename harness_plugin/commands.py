@@ -114,6 +114,8 @@ def format_prompt(tokenizer: Any, record: dict[str, Any], system: str | None = N
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -150,10 +152,9 @@ def run_generate(args: argparse.Namespace) -> int:
     teacher = load_model(args.teacher, dtype=args.dtype, device=device, revision=args.revision,
                          trust_remote_code=args.trust_remote_code)
     indices = list(range(state.process_index, len(prompts), state.num_processes))
-    traces = generate(teacher, tokenizer, [prompts[i] for i in indices], sampler=args.sampler, proxy=proxy,
-                      gradient=gradient, lam=args.lam, eps=args.eps, tau=args.tau, top_p=args.top_p,
-                      top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed + state.process_index,
-                      batch_size=args.batch_size, penalty_method=args.penalty, proxy_dtype=args.proxy_dtype,
+    traces = generate(teacher, tokenizer, [prompts[i] for i in indices],
+                      replace(config, seed=config.seed + state.process_index), proxy=proxy, gradient=gradient,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, proxy_dtype=args.proxy_dtype,
                       progress=state.is_main_process)
     params = config.as_params()
     params["grad_norm"] = gradient.norm if gradient is not None else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -71,15 +71,19 @@ def build_penalty(
     gradient: ProxyGradient | str | None,
     proxy_tokenizer: PreTrainedTokenizerBase | None = None,
     proxy_dtype: str | torch.dtype | None = None,
+    names: tuple[str, str] | None = None,
 ) -> AntidistillationPenalty | None:
-    """Check the proxy against the teacher's tokenizer and build Δ's computer, when the sampler needs one."""
+    """Check the proxy against the teacher's tokenizer and build Δ's computer, when the sampler needs one.
+
+    `names`: how to call teacher and proxy in a tokenizer mismatch error (their hub names or folders).
+    """
     if not config.needs_penalty:
         return None
     if proxy is None or gradient is None:
         raise AntidistillError(f"--sampler {config.sampler} with lam > 0 needs a proxy model and its gradient "
                                "(`antidistill gradient` computes one)")
     if proxy_tokenizer is not None:
-        check_same_tokenizer(teacher_tokenizer, proxy_tokenizer)
+        check_same_tokenizer(teacher_tokenizer, proxy_tokenizer, *(names or ()))
     vocab = real_vocab_size(teacher_tokenizer)
     check_model_covers_vocab(proxy, vocab, "proxy")
     return AntidistillationPenalty(proxy, gradient, eps=config.eps, method=config.penalty,  # type: ignore[arg-type]
@@ -100,30 +104,36 @@ def generate(
     teacher: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    sampler: str = "ads",
+    config: SamplerConfig | None = None,
+    *,
     proxy: PreTrainedModel | None = None,
     gradient: ProxyGradient | str | None = None,
-    lam: float = 0.0,
-    eps: float = 1e-2,
-    tau: float = 1.0,
-    top_p: float = 0.95,
-    top_k: int = 0,
     max_new_tokens: int = 256,
-    seed: int = 0,
     batch_size: int = 8,
     penalty: AntidistillationPenalty | None = None,
-    penalty_method: str = "fd",
     proxy_dtype: str | torch.dtype | None = None,
     proxy_tokenizer: PreTrainedTokenizerBase | None = None,
     progress: bool = True,
+    **sampling: Any,
 ) -> list[GeneratedTrace]:
     """Sample one completion per prompt (prompts are exact model input text, chat template already applied).
 
-    `sampler`: "ads" (antidistillation), "permutation" (the control) or "temperature" (λ ignored; τ = 0 is
-    greedy). Pass a prebuilt `penalty` to reuse its proxy copies across calls. Batch b uses seed `seed + b`.
+    The sampler is `config` (a `SamplerConfig`), or its fields as keywords: `sampler` "ads" (antidistillation),
+    "permutation" (the control) or "temperature" (λ ignored; τ = 0 is greedy), `tau`, `lam`, `eps`, `top_p`,
+    `top_k`, `seed` and `penalty_method` ("fd", "head", "jvp"). Pass a prebuilt `penalty` to reuse its proxy copies
+    across calls. Batch b uses seed `seed + b`.
     """
-    config = SamplerConfig(sampler=sampler, tau=tau, lam=lam, eps=eps, top_p=top_p, top_k=top_k,
-                           penalty=penalty_method, seed=seed)
+    if config is None:
+        if "penalty_method" in sampling:
+            sampling["penalty"] = sampling.pop("penalty_method")
+        unknown = sorted(set(sampling) - {f.name for f in fields(SamplerConfig)})
+        if unknown:
+            raise AntidistillError(f"generate() got unknown sampler settings {unknown}: use sampler, tau, lam, eps, "
+                                   "top_p, top_k, seed and penalty_method")
+        config = SamplerConfig(**sampling)
+    elif sampling:
+        raise AntidistillError(f"generate() got config= and also {sorted(sampling)}: give one of them")
+    seed = config.seed
     if batch_size < 1 or max_new_tokens < 1:
         raise AntidistillError("batch_size and max_new_tokens must be >= 1")
     vocab = real_vocab_size(tokenizer)
@@ -136,23 +146,21 @@ def generate(
     eos_ids = _eos_ids(teacher, tokenizer)
     traces: list[GeneratedTrace] = []
     batches = range(0, len(prompts), batch_size)
-    for number, start in enumerate(tqdm(batches, desc=f"generate ({sampler})", unit="batch", disable=not progress)):
+    for number, start in enumerate(tqdm(batches, desc=f"generate ({config.sampler})", unit="batch",
+                                        disable=not progress)):
         batch_prompts = list(prompts[start:start + batch_size])
         input_ids, attention_mask = _left_pad([encode_prompt(tokenizer, p) for p in batch_prompts], pad_id, device)
         recorder = TeacherLogProbRecorder()
         processors = LogitsProcessorList([recorder])
         if processor is not None:
-            if isinstance(processor, PermutationLogitsProcessor):
-                processor.start(attention_mask, seed=seed + number)
-            else:
-                processor.start(attention_mask)
+            processor.start(attention_mask, seed=seed + number)
             processors.append(processor)
         torch.manual_seed(seed + number)
         with torch.no_grad():
             sequences = teacher.generate(
                 input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors,
-                do_sample=not config.greedy, temperature=1.0, top_p=top_p if not config.greedy else None,
-                top_k=top_k if not config.greedy else None, repetition_penalty=1.0,
+                do_sample=not config.greedy, temperature=1.0, top_p=config.top_p if not config.greedy else None,
+                top_k=config.top_k if not config.greedy else None, repetition_penalty=1.0,
                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
             )
         if processor is not None:

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import AntidistillError
-from .penalty import resolve_dtype
+from .names import DTYPE_SPELLINGS
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """fp32 on CPU, bf16 on CUDA unless asked otherwise; fp16 warns about overflow."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPE_SPELLINGS:
+            raise AntidistillError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16")
+        dtype = getattr(torch, DTYPE_SPELLINGS[dtype])
+    if dtype == torch.float16:
+        warnings.warn(
+            "fp16 can overflow to inf/NaN logits (the reference code's failure mode); "
+            "prefer bfloat16 or float32", stacklevel=3)
+    return dtype
 
 
 def default_device() -> torch.device:

@@ -85,8 +85,11 @@ class _TiltedTeacherProcessor(LogitsProcessor):
         self._prompt_mask: torch.Tensor | None = None
         self._last_length: int | None = None
 
-    def start(self, attention_mask: torch.Tensor | None) -> None:
-        """Begin a new generation: reset the proxy caches and remember the prompt's padding."""
+    def start(self, attention_mask: torch.Tensor | None, seed: int | None = None) -> None:
+        """Begin a new generation: reset the proxy caches and remember the prompt's padding.
+
+        `seed` seeds the processor's own randomness for this generation, where it has some (permutation's).
+        """
         self._prompt_mask = attention_mask
         self._last_length = None
         if self.penalty is not None:
@@ -146,7 +149,7 @@ class PermutationLogitsProcessor(_TiltedTeacherProcessor):
         self._generator: torch.Generator | None = None
 
     def start(self, attention_mask: torch.Tensor | None, seed: int | None = None) -> None:
-        super().start(attention_mask)
+        super().start(attention_mask, seed)
         if seed is not None:
             self.seed = int(seed)
         self._generator = None

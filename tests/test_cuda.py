@@ -93,7 +93,7 @@ def test_random_models_are_built_on_the_device_in_their_dtype():
 
 def test_perf_command_on_the_gpu(tmp_path):
     out = tmp_path / "perf.json"
-    code = main(["perf", "--shape", "tiny", "--vocab", "128", "--batch-sizes", "2", "--new-tokens", "4",
+    code = main(["bench", "perf", "--shape", "tiny", "--vocab", "128", "--batch-sizes", "2", "--new-tokens", "4",
                  "--repeats", "1", "--prompt-length", "8", "--device", "cuda", "--json", str(out), "--no-progress"])
     assert code == 0
     results = json.loads(out.read_text())

@@ -12,16 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from harness_plugin.errors import AntidistillError, VocabularyMismatchError
-from harness_plugin.lm_eval_hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
-from harness_plugin.tasks import protocol
+from harness_plugin.lm_eval.hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
+from harness_plugin.lm_eval.tasks import protocol
 
-ROOT = Path(__file__).resolve().parents[1]
 TRACES = [{"prompt": "<s>Tom has 3 apples and buys 5 more.", "completion": " 3 + 5 = 8. #### 8"},
           {"prompt": "<s>A train travels", "completion": " 60 km in 2 hours. #### 30"}]
 PROMPTS = ["<s>Tom has 3 apples and buys", "<s>A train travels 60 km in 2 hours. What is"]
@@ -42,7 +40,7 @@ def grad_dir(tiny_dir, tmp_path_factory):
 
 
 def make_lm(tiny_dir, grad_dir, **overrides):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     args = {"pretrained": str(tiny_dir / "teacher"), "proxy": str(tiny_dir / "proxy"), "gradient": str(grad_dir),
             "sampler": "ads", "lam": 2.0, "tau": 0.8, "seed": 7, "device": "cpu", "answer_forcing": 0}
@@ -69,7 +67,7 @@ def make_lm(tiny_dir, grad_dir, **overrides):
     ({"teacher": "/elsewhere"}, "disagree"),
 ])
 def test_bad_model_args_fail_before_loading_anything(tmp_path, grad_dir, overrides, message):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     args = {"pretrained": str(tmp_path / "no-such-teacher"), "proxy": str(tmp_path / "no-such-proxy"),
             "gradient": str(grad_dir), "sampler": "ads", "lam": 1.0}
@@ -79,7 +77,7 @@ def test_bad_model_args_fail_before_loading_anything(tmp_path, grad_dir, overrid
 
 
 def test_gradient_folder_without_gradient_is_rejected(tmp_path):
-    from harness_plugin.lm_eval_model import AntidistillLM
+    from harness_plugin.lm_eval.model import AntidistillLM
 
     with pytest.raises(AntidistillError, match="has no gradient.safetensors"):
         AntidistillLM(pretrained=str(tmp_path / "t"), proxy=str(tmp_path / "p"), gradient=str(tmp_path), lam=1.0)
@@ -138,7 +136,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
     ids, mask = lm.tok_batch_encode([PROMPTS[0] + trace + protocol.ANSWER_FORCING_PROMPT])
     greedy = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=4,
                                pad_token_id=lm.tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
-    from harness_plugin.lm_eval_model import cut_at_box_close
+    from harness_plugin.lm_eval.model import cut_at_box_close
 
     expected = cut_at_box_close(lm.tok_decode(greedy[0, ids.shape[1]:].tolist()))
     assert forced == protocol.ANSWER_FORCING_PROMPT + expected
@@ -147,7 +145,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
 @pytest.mark.parametrize(("continuation", "kept"), [
     ("18}\\] so the answer", "18}"), ("\\frac{1}{2}}\\]", "\\frac{1}{2}}"), ("\\{1\\}} x", "\\{1\\}}"), ("18", "18")])
 def test_forced_continuation_is_cut_at_the_closing_brace(continuation, kept):
-    from harness_plugin.lm_eval_model import cut_at_box_close
+    from harness_plugin.lm_eval.model import cut_at_box_close
 
     assert cut_at_box_close(continuation) == kept
 
@@ -321,68 +319,6 @@ def test_startup_hook_costs_no_import_and_registers_lazily(tmp_path):
     assert off.stdout.strip() == "False", off.stderr
 
 
-def test_pth_line_is_harmless_without_the_package(tmp_path):
-    sys.path.insert(0, str(ROOT / "build_backend"))
-    try:
-        from antidistill_backend import PTH_LINE
-    finally:
-        sys.path.remove(str(ROOT / "build_backend"))
-    # -S: no site-packages, so harness_plugin cannot be found (cwd is a folder without it); the trigger waits for
-    # an lm_eval import, finds no package, says nothing and steps aside
-    code = ("import sys\ntry:\n import lm_eval\nexcept ImportError:\n pass\n"
-            "print(any(getattr(f, 'antidistill_hook', 0) for f in sys.meta_path))")
-    result = _python(PTH_LINE + code, tmp_path, "-S")
-    assert result.returncode == 0 and result.stdout.strip() == "False" and not result.stderr
-
-
-def test_pth_line_imports_nothing_until_lm_eval_and_a_broken_package_prints_one_line(tmp_path):
-    """The .pth line alone (-S: no installed .pth runs): nothing of ours is imported at start-up, importing lm-eval
-    registers the model, the switch turns it off, and a broken install costs one line, not a traceback."""
-    import sysconfig
-
-    sys.path.insert(0, str(ROOT / "build_backend"))
-    try:
-        from antidistill_backend import PTH_LINE
-    finally:
-        sys.path.remove(str(ROOT / "build_backend"))
-    path = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
-    probe = ("import sys\nstarted = [m for m in sys.modules if m.startswith('harness_plugin')]\n"
-             "import lm_eval.api.registry as r\nprint(started, 'antidistill' in r.model_registry)")
-    on = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path)
-    assert on.stdout.strip() == "[] True", on.stderr[-2000:]
-    off = _python(PTH_LINE + probe, tmp_path, "-S", PYTHONPATH=path, ANTIDISTILL_LM_EVAL_HOOK="0")
-    assert off.returncode == 0 and off.stdout.strip() == "[] False", off.stderr[-2000:]
-    broken = tmp_path / "broken" / "harness_plugin"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
-    code = PTH_LINE + "try:\n import lm_eval\nexcept ImportError:\n pass\nprint('started')"
-    result = _python(code, tmp_path, "-S", PYTHONPATH=str(broken.parent))
-    assert result.returncode == 0 and result.stdout.strip() == "started"
-    assert len(result.stderr.splitlines()) == 1 and "half-installed" in result.stderr
-    assert "Traceback" not in result.stderr and "ANTIDISTILL_LM_EVAL_HOOK=0" in result.stderr
-
-
-@pytest.mark.slow
-def test_wheels_carry_the_pth_file(tmp_path):
-    import base64
-    import hashlib
-
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'build_backend')!r}); import antidistill_backend as b; "
-            f"print(b.build_wheel({str(tmp_path)!r}), b.PTH_NAME)")
-    result = _python(code, ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    wheel_name, pth_name = result.stdout.split()[-2:]
-    with zipfile.ZipFile(tmp_path / wheel_name) as wheel:
-        assert wheel.testzip() is None
-        data = wheel.read(pth_name)
-        record = next(n for n in wheel.namelist() if n.endswith(".dist-info/RECORD"))
-        lines = wheel.read(record).decode().splitlines()
-        assert "harness_plugin/tasks/gsm8k_antidistill.yaml" in wheel.namelist()
-    assert b"harness_plugin.lm_eval_hook" in data and data.count(b"\n") == 1
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    assert f"{pth_name},sha256={digest},{len(data)}" in lines and lines[-1].startswith(record + ",")
-
-
 # ---------------------------------------------------------------------------------------- CLI and MLflow parts
 def test_lm_eval_subcommand_passes_every_argument_through():
     from harness_plugin.cli import build_parser
@@ -393,7 +329,7 @@ def test_lm_eval_subcommand_passes_every_argument_through():
 
 
 def test_mlflow_options_are_taken_out_and_follow_the_environment(monkeypatch):
-    from harness_plugin.lm_eval_mlflow import MlflowOptions
+    from harness_plugin.lm_eval.tracking import MlflowOptions
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     options, rest = MlflowOptions.pop_from(["--model", "x", "--mlflow-experiment=e", "--mlflow-run-name", "r"])
@@ -405,7 +341,7 @@ def test_mlflow_options_are_taken_out_and_follow_the_environment(monkeypatch):
 
 
 def test_mlflow_params_and_metrics_from_lm_eval_results():
-    from harness_plugin.lm_eval_mlflow import run_metrics, run_params
+    from harness_plugin.lm_eval.tracking import run_metrics, run_params
 
     results = {"results": {"gsm8k_antidistill": {"alias": "gsm8k_antidistill", "acc,none": 0.5,
                                                  "acc_stderr,none": "N/A", "acc_forced,strict": 0.25}},

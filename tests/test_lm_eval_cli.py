@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_plugin.tasks import protocol
+from harness_plugin.lm_eval.tasks import protocol
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -138,7 +138,7 @@ def test_module_under_accelerate_splits_two_cpu_processes_and_logs_to_mlflow_onc
 
 
 def test_fallback_command_with_include_path_and_temperature_sampler(setup):
-    from harness_plugin.lm_eval_hook import tasks_path
+    from harness_plugin.lm_eval.hook import tasks_path
 
     model_args = f"pretrained={setup['tiny'] / 'teacher'},sampler=temperature,tau=0.7,answer_forcing=0"
     results, samples, _ = run(setup, "temperature", [_tool("antidistill"), "lm-eval", "--model", "antidistill"],

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_plugin import AntidistillationPenalty, NonFinitePenaltyError, ProxyGradient
+from harness_plugin.decoding import position_ids_from_mask
 from harness_plugin.errors import AntidistillError, GradientMismatchError
-from harness_plugin.penalty import position_ids_from_mask
 
 PROMPTS = ["Tom has 3 apples and buys 5 more.", "A train travels", "Solve for x: 2x + 3 = 7, so x ="]
 COMPLETIONS = [" 3 + 5 = 8. #### 8", " 60 km in 2 hours. #### 30", " 2. Final Answer: 2"]

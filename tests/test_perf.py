@@ -1,4 +1,4 @@
-"""`antidistill perf`: the results schema, the measured floor, and baselines that sample from the same
+"""`antidistill bench perf`: the results schema, the measured floor, and baselines that sample from the same
 distribution as our sampler.
 
 The speed comparison only means something if `reference` and `nocache` compute what `ads-fd` computes, so that is
@@ -60,7 +60,7 @@ def test_perf_command_writes_the_results_schema(tmp_path):
     threads = torch.get_num_threads()
     out, md = tmp_path / "perf.json", tmp_path / "perf.md"
     try:
-        code = main(["perf", "--shape", "tiny", "--vocab", str(VOCAB), "--batch-sizes", "2", "--new-tokens", "3",
+        code = main(["bench", "perf", "--shape", "tiny", "--vocab", str(VOCAB), "--batch-sizes", "2", "--new-tokens", "3",
                      "--repeats", "1", "--prompt-length", "4", "--max-jvp-tokens", "2", "--threads", "1",
                      "--json", str(out), "--markdown", str(md), "--no-progress"])
     finally:
@@ -135,6 +135,24 @@ def test_floor_targets_can_fail():
     assert bad["ads-fd faster than reference at every batch size"] is False
 
 
+def test_equal_memory_batch_follows_the_measured_memory_and_can_fail():
+    """Largest batch in plain's memory at its largest batch: peak = fixed + per-sequence x batch, from the rows."""
+    from benchmarks.perf.report import equal_memory
+
+    def results(fd_b1, fd_b8):
+        rows = [{"models": "m", "method": method, "batch": batch, "new_tokens": 64, "tokens_per_s": 1.0,
+                 "peak_mem_mb": mem} for method, batch, mem in
+                (("plain", 1, 100.0), ("plain", 8, 170.0), ("ads-fd", 1, fd_b1), ("ads-fd", 8, fd_b8))]
+        data = {"results": rows, "model_sets": [{"name": "m"}], "machine": {}}
+        verdict = next(v for v in evaluate_targets(data) if "same memory" in v["target"])
+        return equal_memory(data)[0], verdict["met"]
+
+    heavy, met = results(150.0, 290.0)  # 130 MB fixed + 20 MB per sequence: 2 sequences in 170 MB
+    assert heavy["budget_mb"] == 170.0 and heavy["max_batch"] == {"plain": 8, "ads-fd": 2} and met is False
+    light, met = results(110.0, 180.0)  # 100 MB fixed + 10 MB per sequence: 7 sequences
+    assert light["max_batch"]["ads-fd"] == 7 and met is True
+
+
 def test_proxy_alone_runs_the_forwards_of_one_penalty_copy(bench):
     """As many proxy forwards as the teacher's generate (the prompt, then new_tokens - 1 cached steps), each on one
     new token, with the KV cache holding the whole sequence at the end."""
@@ -189,7 +207,7 @@ def test_flop_count_matches_the_matmuls_of_a_step():
 
 def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
     out = tmp_path / "ckpt.json"
-    code = main(["perf", "--no-random", "--teacher", str(tiny_dir / "teacher"), "--proxy", str(tiny_dir / "proxy"),
+    code = main(["bench", "perf", "--no-random", "--teacher", str(tiny_dir / "teacher"), "--proxy", str(tiny_dir / "proxy"),
                  "--batch-sizes", "2", "--new-tokens", "3", "--repeats", "1", "--methods", "ads-fd", "reference",
                  "--json", str(out), "--no-progress"])
     assert code == 0
@@ -199,7 +217,7 @@ def test_perf_command_runs_on_checkpoints_given(tiny_dir, tmp_path):
 
 
 def test_perf_command_rejects_half_a_checkpoint_pair(tiny_dir, capsys):
-    assert main(["perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
+    assert main(["bench", "perf", "--teacher", str(tiny_dir / "teacher"), "--no-progress"]) == 2
     assert "--teacher and --proxy together" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""``antidistill answers-bench`` / ``python -m benchmarks.answers``: build the pairs, run both checkers, print and save."""
+"""``antidistill bench answers`` / ``python -m benchmarks.answers``: build the pairs, run both checkers, print and save."""
 
 from __future__ import annotations
 
@@ -115,8 +115,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Entry point for ``antidistill answers-bench`` (group ``antidistill.commands``)."""
-    build_parser(subparsers.add_parser("answers-bench", help="measure the answer checker against math-verify"))
+    """Adds ``answers`` to ``antidistill bench``."""
+    build_parser(subparsers.add_parser("answers", help="measure the answer checker against math-verify"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Model-style outputs and load for ``answers-bench``: how models write answers, and the checker's time bound.
+"""Model-style outputs and load for ``antidistill bench answers``: how models write answers, and the checker's time bound.
 
 The main benchmark's pairs are gold answers and rewrites of them; models write differently (issue 14): prose with
 the answer in the last ``$…$`` and no cue, several boxes (one per root), a sentence after "Final Answer:", a box

@@ -1,4 +1,4 @@
-"""`antidistill perf`: what antidistillation sampling costs, against its measured floor and two baselines.
+"""`antidistill bench perf`: what antidistillation sampling costs, against its measured floor and two baselines.
 
 One run times teacher sampling (`plain`), one proxy copy alone (`proxy`: the floor's second term), our sampler
 (`ads-fd`, its ablation `ads-fd-no-transpose`, `ads-head`, `ads-jvp`, `permutation`) and two baselines written

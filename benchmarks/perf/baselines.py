@@ -20,8 +20,8 @@ import copy
 import torch
 from transformers import DynamicCache, LogitsProcessor, PreTrainedModel
 
+from harness_plugin.decoding import cache_keyword
 from harness_plugin.gradient import ProxyGradient
-from harness_plugin.penalty import cache_keyword
 
 
 def proxy_copy(proxy: PreTrainedModel, dtype: torch.dtype, device: torch.device | None = None,

@@ -21,7 +21,7 @@ tests_rc=${PIPESTATUS[0]}
 
 echo "== perf grid, 7b-3b shapes (random weights)"
 left=$((budget - (SECONDS - start)))
-timeout "$left" antidistill perf --shape 7b-3b --vocab 152064 --batch-sizes 1 8 32 --new-tokens 64 \
+timeout "$left" antidistill bench perf --shape 7b-3b --vocab 152064 --batch-sizes 1 8 32 --new-tokens 64 \
     --prompt-length 256 --repeats 3 --methods plain proxy ads-fd ads-fd-no-transpose ads-head reference \
     --json "$out/perf-7b3b.json" --markdown "$out/perf-7b3b.md" --no-progress 2>&1 | tee "$out/perf.log"
 perf_rc=${PIPESTATUS[0]}

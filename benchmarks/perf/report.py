@@ -10,6 +10,7 @@ FLOOR_RATIO_BATCH1 = 1.10  # ... and at smaller batches
 REFERENCE_GOAL_BATCH1 = 1.3
 FLAT_SLACK = 1.10  # ads-fd floor ratio at the longest length within 1.10x of the shortest
 MEMORY_SLACK = 1.10
+EQUAL_MEMORY_SHARE = 0.6  # ads-fd fits >= 0.6 x plain's batch in the same memory
 
 
 def _rows(results: dict[str, Any], models: str, method: str) -> dict[tuple[int, int], dict[str, Any]]:
@@ -62,12 +63,69 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         verdicts.append(_verdict(f"ads-fd flat in length (floor ratio grows <= {FLAT_SLACK}x)",
                                  _all(g <= FLAT_SLACK for *_, g in flat), detail or "one length only", name))
 
+        shares = [(row["new_tokens"], row["max_batch"]["ads-fd"] / row["max_batch"]["plain"])
+                  for row in equal_memory(results) if row["models"] == name
+                  and row["max_batch"].get("plain") and "ads-fd" in row["max_batch"]]
+        verdicts.append(_verdict(f"ads-fd fits >= {EQUAL_MEMORY_SHARE}x plain's batch in the same memory "
+                                 "(linear in batch through the measured batches)",
+                                 _all(share >= EQUAL_MEMORY_SHARE for _, share in shares),
+                                 "; ".join(f"n={n}: {share:.2f}x" for n, share in shares)
+                                 or "fewer than two batch sizes", name))
+
         memory = [(c, r["peak_mem_mb"], r["memory_budget_mb"]) for c, r in sorted(fd.items())
                   if r.get("memory_budget_mb")]
         detail = "; ".join(f"b={b} n={n}: {p:.0f}/{m:.0f} MB" for (b, n), p, m in memory)
         verdicts.append(_verdict("ads-fd peak memory <= teacher + two proxy copies + caches (+10%)",
                                  _all(p <= MEMORY_SLACK * m for _, p, m in memory), detail or "no rows", name))
     return verdicts
+
+
+def _memory_line(rows: dict[tuple[int, int], dict[str, Any]], new_tokens: int) -> tuple[float, float] | None:
+    """(fixed MB, MB per sequence) through the smallest and the largest measured batch at one length."""
+    points = sorted((b, r["peak_mem_mb"]) for (b, n), r in rows.items() if n == new_tokens and r.get("peak_mem_mb"))
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        return None
+    (b0, m0), (b1, m1) = points[0], points[-1]
+    per_sequence = max((m1 - m0) / (b1 - b0), 1e-9)
+    return m0 - per_sequence * b0, per_sequence
+
+
+def equal_memory(results: dict[str, Any], budget_mb: float | None = None) -> list[dict[str, Any]]:
+    """The largest batch each method fits in one memory budget, per model set and length (issue 17 item 3).
+
+    Peak memory is modelled as fixed + per-sequence × batch through the smallest and largest measured batch. The
+    budget is `budget_mb`, else the GPU's memory, else plain's measured peak at its largest batch (on a CPU, where
+    no budget is natural: the question is then how much of plain's batch a method keeps in plain's memory).
+    """
+    rows_out = []
+    gpu_mb = results.get("machine", {}).get("gpu_memory_gb")
+    for info in results["model_sets"]:
+        name = info["name"]
+        plain = _rows(results, name, "plain")
+        for new_tokens in sorted({n for _, n in plain}):
+            plain_line = _memory_line(plain, new_tokens)
+            if plain_line is None:
+                continue
+            largest = max(b for b, n in plain if n == new_tokens)
+            budget = budget_mb or (gpu_mb * 1024 if gpu_mb else plain[(largest, new_tokens)]["peak_mem_mb"])
+            fits: dict[str, int] = {}
+            for method in sorted({r["method"] for r in results["results"] if r["models"] == name}):
+                line = _memory_line(_rows(results, name, method), new_tokens)
+                if line is not None:
+                    fixed, per_sequence = line
+                    fits[method] = max(0, int((budget - fixed) // per_sequence))
+            rows_out.append({"models": name, "new_tokens": new_tokens, "budget_mb": budget, "max_batch": fits})
+    return rows_out
+
+
+def equal_memory_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for row in equal_memory(results):
+        plain = row["max_batch"].get("plain") or 0
+        parts = [f"{m} {b}" + (f" ({b / plain:.2f}x)" if plain and m != "plain" else "")
+                 for m, b in sorted(row["max_batch"].items(), key=lambda item: -item[1])]
+        lines.append(f"{row['models']} n={row['new_tokens']}, {row['budget_mb']:.0f} MB: " + ", ".join(parts))
+    return lines
 
 
 def ablation_lines(results: dict[str, Any]) -> list[str]:
@@ -122,10 +180,13 @@ def format_table(results: dict[str, Any]) -> str:
     machine = results["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} threads)"
     settings = results["settings"]
-    lines = [f"antidistill perf on {where}; prompts of {settings['prompt_length']} tokens, median of "
+    lines = [f"antidistill bench perf on {where}; prompts of {settings['prompt_length']} tokens, median of "
              f"{settings['repeats']} interleaved runs; floor ratio = time / (t_plain + 2·t_proxy) "
              "(ads-head: t_plain + t_proxy)", ""]
     lines += table_lines(results) + ["", *target_lines(results)]
+    memory = equal_memory_lines(results)
+    if memory:
+        lines += ["", "Largest batch in the same memory (informational; linear through the measured batches):", *memory]
     ablation = ablation_lines(results)
     if ablation:
         lines += ["", "Ablation (informational):", *ablation]
@@ -154,7 +215,7 @@ def markdown_section(results: dict[str, Any]) -> str:
     lines = [
         "## Performance",
         "",
-        f"Measured with `antidistill perf{' --quick' if settings['quick'] else ''}` on {where} "
+        f"Measured with `antidistill bench perf{' --quick' if settings['quick'] else ''}` on {where} "
         f"({machine['cpu_count']} cores, {machine['torch_threads']} torch threads, device {machine['device']}), "
         f"torch {versions['torch']}, transformers {versions['transformers']}; median of {settings['repeats']} "
         f"interleaved runs per row, prompts of {settings['prompt_length']} tokens, top-p {settings['top_p']}. "
@@ -172,6 +233,8 @@ def markdown_section(results: dict[str, Any]) -> str:
         "",
         *("- " + line for line in target_lines(results)),
         "",
+        *(["Largest batch in the same memory (linear in batch through the measured batches):", "",
+           *("- " + line for line in equal_memory_lines(results)), ""] if equal_memory_lines(results) else []),
         *(["Ablation (informational):", "", *("- " + line for line in ablation_lines(results)), ""]
           if ablation_lines(results) else []),
         *(["Fidelity of fd in the proxy dtype:", "",

@@ -37,7 +37,8 @@ from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 from harness_plugin.errors import AntidistillError
 from harness_plugin.gradient import ProxyGradient
-from harness_plugin.penalty import AntidistillationPenalty, resolve_dtype
+from harness_plugin.loading import resolve_dtype
+from harness_plugin.penalty import AntidistillationPenalty
 from harness_plugin.sampling import AntidistillationLogitsProcessor, PermutationLogitsProcessor
 
 from . import METHODS

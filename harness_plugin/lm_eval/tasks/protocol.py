@@ -16,12 +16,10 @@ lm-eval calls the `load_*` functions with every model argument and `--metadata` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-from harness_plugin.names import DATA_DIR_VARIABLE
+from harness_plugin.problems import load_records
 
 SYSTEM_PROMPT = (
     "You are a math teacher. You will be given a math problem and you will solve it step by step.\n"
@@ -34,56 +32,6 @@ ANSWER_FORCING_SEPARATOR = "\n\n[antidistill: answer forcing]"
 # Tasks whose responses the antidistill model answer-forces by default (they report acc_forced).
 ANSWER_FORCING_TASKS = frozenset(
     {"gsm8k_antidistill", "gsm8k_antidistill_gsm8k", "math_antidistill", "math500_antidistill"})
-
-# Hub (path, config) for each offline folder name the tasks use; MATH is the union of its subject configs.
-_SOURCES: dict[str, tuple[str, str | None]] = {
-    "gsm8k_platinum": ("madrylab/gsm8k-platinum", "main"),
-    "gsm8k": ("openai/gsm8k", "main"),
-    "math500": ("HuggingFaceH4/MATH-500", None),
-}
-_MATH_HUB = "EleutherAI/hendrycks_math"
-_MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
-                  "prealgebra", "precalculus")
-
-
-def _offline_records(dataset: str, split: str) -> list[dict[str, Any]] | None:
-    root = os.environ.get(DATA_DIR_VARIABLE)
-    if not root:
-        return None
-    from harness_plugin.io import read_jsonl
-
-    path = Path(root).expanduser() / dataset / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{DATA_DIR_VARIABLE}={root} is set but {path} does not exist: put the {dataset} {split} split there "
-            f"as jsonl (layout <dir>/<dataset>/<split>.jsonl), or unset {DATA_DIR_VARIABLE} to use the hub.")
-    return read_jsonl(path)
-
-
-def _hub_records(dataset: str, split: str) -> list[dict[str, Any]]:
-    import datasets
-
-    if dataset == "math":
-        parts = [datasets.load_dataset(_MATH_HUB, subject, split=split) for subject in _MATH_SUBJECTS]
-        return [dict(row) for part in parts for row in part]
-    path, name = _SOURCES[dataset]
-    rows = [dict(row) for row in datasets.load_dataset(path, name, split=split)]
-    # GSM8K-Platinum marks the questions it dropped as "rejected"; they are not part of the benchmark.
-    return [row for row in rows if row.get("cleaning_status") != "rejected"]
-
-
-def _records(dataset: str, split: str) -> list[dict[str, Any]]:
-    offline = _offline_records(dataset, split)
-    if offline is not None:
-        return offline
-    try:
-        return _hub_records(dataset, split)
-    except Exception as error:
-        source = _MATH_HUB if dataset == "math" else _SOURCES[dataset][0]
-        raise RuntimeError(
-            f"could not load {source} ({split}) from the Hugging Face hub: {type(error).__name__}: {error}. "
-            f"Without network access, set {DATA_DIR_VARIABLE} to a folder holding {dataset}/{split}.jsonl.") from error
-
 
 def _tokenizer_source(metadata: dict[str, Any]) -> str | None:
     for key in ("tokenizer", "pretrained", "teacher"):
@@ -145,22 +93,22 @@ def _build(records: Iterable[dict[str, Any]], kind: str, metadata: dict[str, Any
 
 def load_gsm8k_platinum(**metadata: Any) -> Any:
     """GSM8K-Platinum test (the paper's GSM8K test set)."""
-    return _build(_records("gsm8k_platinum", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
+    return _build(load_records("gsm8k_platinum", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
 
 
 def load_gsm8k(**metadata: Any) -> Any:
     """The original GSM8K test split."""
-    return _build(_records("gsm8k", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
+    return _build(load_records("gsm8k", "test"), "gsm8k", metadata, "question", lambda r: r["answer"])
 
 
 def load_math(**metadata: Any) -> Any:
     """MATH test (5000 problems, all subjects)."""
-    return _build(_records("math", "test"), "math", metadata, "problem", lambda r: r["solution"])
+    return _build(load_records("math", "test"), "math", metadata, "problem", lambda r: r["solution"])
 
 
 def load_math500(**metadata: Any) -> Any:
     """MATH-500 (PRM800K's test subset of MATH), scored against its extracted answers."""
-    return _build(_records("math500", "test"), "math", metadata, "problem",
+    return _build(load_records("math500", "test"), "math", metadata, "problem",
                   lambda r: r.get("answer") or r["solution"])
 
 

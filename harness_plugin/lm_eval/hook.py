@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MODEL_NAME = "antidistill"
-MODEL_TARGET = "harness_plugin.lm_eval_model:AntidistillLM"
+MODEL_TARGET = "harness_plugin.lm_eval.model:AntidistillLM"
 REGISTRY_MODULE = "lm_eval.api.registry"
 TASK_MANAGER_MODULE = "lm_eval.tasks.manager"
 DISABLE_VARIABLE = "ANTIDISTILL_LM_EVAL_HOOK"

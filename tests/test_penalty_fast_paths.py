@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_plugin import AntidistillationPenalty, ProxyGradient, SamplerConfig, generate
-from harness_plugin import penalty as penalty_module
+from harness_plugin import twin as twin_module
+from harness_plugin.decoding import position_ids_from_mask
 from harness_plugin.errors import AntidistillError, NonFinitePenaltyError
 
 PROMPTS = ["Tom has 3 apples and buys 5 more.", "A train travels", "Solve for x: 2x + 3 = 7, so x ="]
@@ -42,9 +43,9 @@ def test_batched_copies_equal_sequential_copies(setup, monkeypatch):
     assert batched.batching == "batched"
 
     def unsupported(*args, **kwargs):
-        raise penalty_module._TwinUnsupported("forced for the test")
+        raise twin_module.TwinUnsupported("forced for the test")
 
-    monkeypatch.setattr(penalty_module, "_build_twin", unsupported)
+    monkeypatch.setattr(twin_module, "build_twin", unsupported)
     with pytest.warns(UserWarning, match="one after the other"):
         sequential = AntidistillationPenalty(model, gradient, eps=1e-3)
     assert sequential.batching == "sequential"
@@ -56,7 +57,7 @@ def test_batched_copies_hold_two_proxies_and_no_third(setup):
     """Memory: θ+εg and θ−εg once each (a tied head shares the embedding's storage), no extra base copy."""
     model, _, gradient = setup
     penalty = AntidistillationPenalty(model, gradient, eps=1e-3)
-    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in penalty._twin.parameters()}
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in penalty.estimator.twin.parameters()}
     proxy_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied tensors counted once
     assert sum(storages.values()) == 2 * proxy_bytes
 
@@ -66,7 +67,7 @@ def head_only_oracle(model, gradient, ids, mask):
     head = model.get_output_embeddings()
     path = next(name for name, module in model.named_modules() if module is head)
     canonical = next(name for name, p in model.named_parameters() if p is head.weight)
-    positions = penalty_module.position_ids_from_mask(mask)
+    positions = position_ids_from_mask(mask)
 
     def last_log_probs(weight):
         out = torch.func.functional_call(model, {f"{path}.weight": weight}, args=(), tie_weights=False, kwargs={
@@ -193,9 +194,9 @@ def test_transposed_head_layout_is_an_ablation_with_the_same_penalty(setup):
     linear = AntidistillationPenalty(model, gradient, eps=1e-3, transposed_head=False)
     assert transposed.batching == linear.batching == "batched"
     head = model.get_output_embeddings().weight  # [vocab, hidden]
-    shapes = {p.shape for p in linear._twin.parameters()}
+    shapes = {p.shape for p in linear.estimator.twin.parameters()}
     if isinstance(model.get_output_embeddings(), torch.nn.Linear):
-        assert (2, head.shape[1], head.shape[0]) in {p.shape for p in transposed._twin.parameters()}
+        assert (2, head.shape[1], head.shape[0]) in {p.shape for p in transposed.estimator.twin.parameters()}
         assert (2, head.shape[1], head.shape[0]) not in shapes
     for ids, mask in padded_steps(tokenizer):
         torch.testing.assert_close(linear(ids, mask), transposed(ids, mask), rtol=1e-4, atol=1e-3)

@@ -3,7 +3,7 @@
 The fallback that always works: it registers the `antidistill` model and this package's tasks with lm-eval itself
 (no start-up hook needed, e.g. under `python -S`, with the hook turned off, or with an lm-eval whose internals the
 hook does not recognise) and then runs lm-eval's own command line with exactly the arguments it was given. Only
-`--mlflow`, `--no-mlflow`, `--mlflow-experiment NAME` and `--mlflow-run-name NAME` are ours (see lm_eval_mlflow).
+`--mlflow`, `--no-mlflow`, `--mlflow-experiment NAME` and `--mlflow-run-name NAME` are ours (see tracking.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def register_tasks_path(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _print_tasks_path(_: argparse.Namespace) -> int:
-    from .lm_eval_hook import tasks_path
+    from .hook import tasks_path
 
     print(tasks_path())
     return 0
@@ -73,8 +73,8 @@ def _print_tasks_path(_: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run lm-eval's CLI on `argv` with our model and tasks registered; the exit status of the run."""
-    from .errors import AntidistillError
-    from .lm_eval_mlflow import MlflowOptions, capture_results, log_run
+    from ..errors import AntidistillError
+    from .tracking import MlflowOptions, capture_results, log_run
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     options, lm_eval_argv = MlflowOptions.pop_from(arguments)
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
     from lm_eval.__main__ import cli_evaluate
 
-    from .lm_eval_hook import register_now
+    from .hook import register_now
 
     register_now()
     saved_argv = sys.argv
