@@ -19,6 +19,7 @@ import pytest
 from harness_plugin.errors import AntidistillError, VocabularyMismatchError
 from harness_plugin.lm_eval.hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
 from harness_plugin.lm_eval.tasks import protocol
+from harness_plugin.names import DATA_DIR_VARIABLE
 
 TRACES = [{"prompt": "<s>Tom has 3 apples and buys 5 more.", "completion": " 3 + 5 = 8. #### 8"},
           {"prompt": "<s>A train travels", "completion": " 60 km in 2 hours. #### 30"}]
@@ -193,7 +194,7 @@ def write_data(root: Path) -> Path:
 
 
 def test_offline_data_override_and_chat_template(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv(protocol.DATA_DIR_VARIABLE, str(write_data(tmp_path / "data")))
+    monkeypatch.setenv(DATA_DIR_VARIABLE, str(write_data(tmp_path / "data")))
     docs = protocol.load_gsm8k_platinum(pretrained=str(tiny_dir / "teacher"), version=1.0)["test"]
     assert docs["reference"] == ["5", "12"]
     assert docs[0]["prompt"].startswith("<s><|system|>You are a math teacher.")
@@ -205,7 +206,7 @@ def test_offline_data_override_and_chat_template(tiny_dir, tmp_path, monkeypatch
 
 
 def test_without_data_dir_or_network_the_error_names_the_offline_fix(monkeypatch):
-    monkeypatch.delenv(protocol.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(DATA_DIR_VARIABLE, raising=False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="set ANTIDISTILL_DATA_DIR to a folder holding math500/test.jsonl"):
@@ -213,7 +214,7 @@ def test_without_data_dir_or_network_the_error_names_the_offline_fix(monkeypatch
 
 
 def test_tasks_load_the_shared_offline_data(shared_data, monkeypatch):
-    monkeypatch.setenv(protocol.DATA_DIR_VARIABLE, str(shared_data))
+    monkeypatch.setenv(DATA_DIR_VARIABLE, str(shared_data))
     sizes = {protocol.load_gsm8k_platinum: 1209, protocol.load_gsm8k: 1319, protocol.load_math500: 500}
     for loader, size in sizes.items():
         docs = loader()["test"]
