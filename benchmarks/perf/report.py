@@ -94,11 +94,13 @@ def equal_memory(results: dict[str, Any], budget_mb: float | None = None) -> lis
     """The largest batch each method fits in one memory budget, per model set and length (issue 17 item 3).
 
     Peak memory is modelled as fixed + per-sequence × batch through the smallest and largest measured batch. The
-    budget is `budget_mb`, else the GPU's memory, else plain's measured peak at its largest batch (on a CPU, where
-    no budget is natural: the question is then how much of plain's batch a method keeps in plain's memory).
+    budget is `budget_mb`, else the device's memory (the GPU's, or the machine's RAM on a CPU), else plain's
+    measured peak at its largest batch. At a budget far above the weights, the ratio is set by each method's
+    per-sequence memory (KV caches, activations), as for a 7B teacher on an 80 GB GPU.
     """
     rows_out = []
-    gpu_mb = results.get("machine", {}).get("gpu_memory_gb")
+    machine = results.get("machine", {})
+    gpu_mb = machine.get("gpu_memory_gb") or (machine.get("memory_gb") if "gpu" not in machine else None)
     for info in results["model_sets"]:
         name = info["name"]
         plain = _rows(results, name, "plain")
