@@ -25,7 +25,6 @@ from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessorList
 
 from .settings import (
-    ALIASES,
     ANSWER_FORCING_KEY,
     DEFAULT_ANSWER_FORCING_TOKENS,
     AntidistillSettings,
@@ -76,9 +75,6 @@ class AntidistillLM(HFLM):
         answer_forcing: int | bool = DEFAULT_ANSWER_FORCING_TOKENS,
         **kwargs: Any,
     ) -> None:
-        for alias, name in ALIASES.items():
-            if alias in kwargs:
-                raise fail(f"unknown argument {alias!r}: this model calls it {name!r}")
         reject_misspelled(kwargs)
         teacher_path = teacher_source(pretrained, teacher)
         self.settings = AntidistillSettings.from_model_args(

@@ -111,7 +111,11 @@ def _hflm_parameters() -> set[str]:
 
 
 def reject_misspelled(kwargs: dict[str, Any]) -> None:
-    """Unknown keys go to `from_pretrained`; one that looks like ours is almost surely a typo."""
+    """Unknown keys go to `from_pretrained`; a spelling people reach for (`lambda`) or one that looks like ours is
+    almost surely a mistake, so it stops here with the name to use."""
+    for alias, name in ALIASES.items():
+        if alias in kwargs:
+            raise fail(f"unknown argument {alias!r}: this model calls it {name!r}")
     known = _hflm_parameters()
     for key in kwargs:
         if key in known:
