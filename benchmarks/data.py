@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness_plugin.names import DATA_DIR_VARIABLE
-from harness_plugin.problems import data_dir, load_records
+from harness_plugin.problems import data_dir, load_records, offline_path
 
 from .config import BenchConfig, ConfigError
 
@@ -26,10 +26,9 @@ SOURCES = {
 
 def required_files(config: BenchConfig) -> list[Path]:
     """The offline files a run will read (empty when the data comes from the hub or the toy world)."""
-    root = data_dir()
-    if root is None or config["dataset"] == "toy":
+    if data_dir() is None or config["dataset"] == "toy":
         return []
-    return [root / folder / f"{split}.jsonl" for folder, split in SOURCES[config["dataset"]]]
+    return [path for folder, split in SOURCES[config["dataset"]] if (path := offline_path(folder, split))]
 
 
 def check_data_available(config: BenchConfig) -> None:
