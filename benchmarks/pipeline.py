@@ -313,8 +313,8 @@ class Pipeline:
                                   "seed": gen["seed"] + self.state.process_index}
         if point is None:  # greedy
             return {**kwargs, "sampler": "temperature", "tau": 0.0}
-        return {**kwargs, "sampler": point.short_sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
-                "top_p": gen["top_p"], "top_k": gen["top_k"], "penalty": self._penalty(point)}
+        config = replace(self.sampling(point), seed=kwargs.pop("seed"))
+        return {**kwargs, "config": config, "penalty": self._penalty(point)}
 
     def _penalty(self, point: GridPoint) -> Any:
         """One penalty (two perturbed proxy copies) per (ε, method), shared by the grid points that use it."""
