@@ -24,6 +24,17 @@ def setup(request, tiny_dir):
     return model, tokenizer, ProxyGradient.compute(model, tokenizer, traces, progress=False)
 
 
+@pytest.fixture(scope="module")
+def generation_setup(tiny_dir):
+    """Teacher, proxy, their tokenizer and a gradient of one trace: enough to generate under antidistillation."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "teacher")
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "teacher").eval()
+    proxy = AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy").eval()
+    gradient = ProxyGradient.compute(proxy, tokenizer, [{"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}],
+                                     progress=False)
+    return tokenizer, teacher, proxy, gradient
+
+
 def padded_steps(tokenizer, steps: int = 4, seed: int = 0):
     """Left-padded prompts growing by one random token per step, as during generation."""
     rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
@@ -102,12 +113,8 @@ def test_speculative_cache_reuse_is_undone_when_the_prefix_differs(setup):
         torch.testing.assert_close(penalty(longer), fresh(longer))
 
 
-def test_head_is_a_sampler_option(tiny_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "teacher")
-    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "teacher").eval()
-    proxy = AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy").eval()
-    gradient = ProxyGradient.compute(proxy, tokenizer, [{"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}],
-                                     progress=False)
+def test_head_is_a_sampler_option(generation_setup):
+    tokenizer, teacher, proxy, gradient = generation_setup
     assert SamplerConfig(penalty="head").penalty == "head"
     kwargs = dict(sampler="ads", proxy=proxy, gradient=gradient, tau=1.0, top_p=1.0, max_new_tokens=8, seed=3,
                   progress=False)
@@ -163,12 +170,8 @@ def test_deferred_nan_is_reported_with_its_step_and_kept_out_of_the_sampler(setu
         deferred(*steps[1], continues=True)
 
 
-def test_generate_passes_continuation_so_the_penalty_defers_and_tokens_are_identical(tiny_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "teacher")
-    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "teacher").eval()
-    proxy = AutoModelForCausalLM.from_pretrained(tiny_dir / "proxy").eval()
-    gradient = ProxyGradient.compute(proxy, tokenizer, [{"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}],
-                                     progress=False)
+def test_generate_passes_continuation_so_the_penalty_defers_and_tokens_are_identical(generation_setup):
+    tokenizer, teacher, proxy, gradient = generation_setup
     kwargs = dict(sampler="ads", proxy=proxy, gradient=gradient, tau=1.0, top_p=1.0, max_new_tokens=6, seed=3,
                   lam=50.0, progress=False)
     tokens = {}
