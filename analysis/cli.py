@@ -103,7 +103,7 @@ def run_figures(args: argparse.Namespace) -> int:
         results = load_results(uri, args.experiment, args.run_id)
     except AntidistillError as error:
         return _fail(str(error))
-    counts = ", ".join(f"{s} {sum(p.sampler == s for p in results.points)}" for s in results.samplers())
+    counts = ", ".join(f"{c} {sum(p.curve == c for p in results.points)}" for c in results.curves())
     print(f"experiment {results.experiment_name!r}, parent run {results.parent_run_id}: {len(results.points)} grid "
           f"runs ({counts}); skipped {len(results.skipped)}")
     for run_id, reason in results.skipped:

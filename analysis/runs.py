@@ -1,7 +1,8 @@
 """Reading a benchmark experiment back from MLflow: one parent run and its grid-point children.
 
 The contract with the benchmark suite: the parent run is tagged `antidistill.role=parent`; each grid point is a
-nested child (`mlflow.parentRunId`) with params `sampler`, `tau`, `lam`, `eps`, ... and metrics
+nested child (`mlflow.parentRunId`) with params `sampler`, `curve` (the sampler, or `sampler-penalty` for another
+Δ method's curve), `tau`, `lam`, `eps`, ... and metrics
 `teacher_accuracy[_af]`, `student_accuracy[_af]`, `student_base_accuracy` (fractions in [0, 1]). Unknown samplers
 and children without accuracies are skipped with a note, never an error: a sweep that is still running, or one
 with extra baseline runs, can still be plotted.
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from harness_plugin.names import SAMPLER_LONG_NAMES, SAMPLER_SPELLINGS
 
 from .errors import AnalysisError
-from .style import SAMPLER_ORDER
+from .style import curve_order, is_known_curve
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -53,7 +54,7 @@ class GridPoint:
     """One child run: one sampler setting, with the accuracies of its teacher traces and distilled student."""
 
     run_id: str
-    sampler: str
+    curve: str  # the sampler (`antidistillation`), or `antidistillation-head` for another Δ method's curve
     params: dict[str, str]
     metrics: dict[str, float]
 
@@ -76,13 +77,14 @@ class BenchmarkResults:
     parent_metrics: dict[str, float] = field(default_factory=dict)
 
     def endpoint(self) -> tuple[float, dict[str, tuple[float, float | None, float | None]]] | None:
-        """(T*, {sampler: (G, low, high)}) when the benchmark logged its primary endpoint, else None."""
+        """(T*, {curve: (G, low, high)}) when the benchmark logged its primary endpoint, else None."""
         t_star = self.parent_metrics.get("T_star")
         if t_star is None:
             return None
         m = self.parent_metrics
-        gaps = {sampler: (m[f"G_{sampler}"], m.get(f"G_{sampler}_low"), m.get(f"G_{sampler}_high"))
-                for sampler in SAMPLER_ORDER if f"G_{sampler}" in m}
+        curves = sorted((k[2:] for k in m if k.startswith("G_") and is_known_curve(k[2:])
+                         and not k.endswith(("_low", "_high", "_defined"))), key=curve_order)
+        gaps = {curve: (m[f"G_{curve}"], m.get(f"G_{curve}_low"), m.get(f"G_{curve}_high")) for curve in curves}
         return (t_star, gaps) if gaps else None
 
     def describe(self, key: str) -> str | None:
@@ -92,16 +94,16 @@ class BenchmarkResults:
         values = Counter(p.params[key] for p in self.points if p.params.get(key))
         return values.most_common(1)[0][0] if values else None
 
-    def samplers(self) -> list[str]:
-        present = {p.sampler for p in self.points}
-        return [s for s in SAMPLER_ORDER if s in present]
+    def curves(self) -> list[str]:
+        """The curves with points: samplers in the figures' order, each followed by its other Δ methods'."""
+        return sorted({p.curve for p in self.points}, key=curve_order)
 
-    def series(self, sampler: str, x_metric: str, y_metric: str) -> tuple[list[float], list[float]]:
-        """(x, y) of one sampler's points that have both metrics."""
+    def series(self, curve: str, x_metric: str, y_metric: str) -> tuple[list[float], list[float]]:
+        """(x, y) of one curve's points that have both metrics."""
         xs, ys = [], []
         for point in self.points:
             x, y = point.metric(x_metric), point.metric(y_metric)
-            if point.sampler == sampler and x is not None and y is not None:
+            if point.curve == curve and x is not None and y is not None:
                 xs.append(x)
                 ys.append(y)
         return xs, ys
@@ -177,22 +179,23 @@ def load_results(tracking_uri: str, experiment: str | None = None, run_id: str |
     skipped: list[tuple[str, str]] = []
     for child in children:
         sampler = normalise_sampler(child.data.params.get("sampler"))
+        curve = child.data.params.get("curve") or sampler  # runs logged before curves existed have none
         role = child.data.tags.get(ROLE_TAG, "grid_point")
-        if role not in ("grid_point", "") or sampler not in SAMPLER_ORDER:
+        if role not in ("grid_point", "") or not is_known_curve(curve):
             skipped.append((child.info.run_id, f"role {role!r}, sampler {sampler or 'unset'!r}"))
             continue
         metrics = {k: float(v) for k, v in child.data.metrics.items()}
         if "teacher_accuracy" not in metrics or "student_accuracy" not in metrics:
             skipped.append((child.info.run_id, "no teacher_accuracy/student_accuracy yet"))
             continue
-        points.append(GridPoint(child.info.run_id, sampler, dict(child.data.params), metrics))
+        points.append(GridPoint(child.info.run_id, curve, dict(child.data.params), metrics))
     if not points:
         experiment_name = client.get_experiment(parent.info.experiment_id).name
         raise AnalysisError(
             f"parent run {parent_id} of experiment {experiment_name!r} has no grid-point child with "
             f"teacher_accuracy and student_accuracy ({len(children)} children, {len(skipped)} skipped): run the "
             "benchmark's grid first (`antidistill bench ...`).")
-    points.sort(key=lambda p: (SAMPLER_ORDER.index(p.sampler), -(p.metric("teacher_accuracy") or 0.0)))
+    points.sort(key=lambda p: (curve_order(p.curve), -(p.metric("teacher_accuracy") or 0.0)))
     return BenchmarkResults(
         experiment_name=client.get_experiment(parent.info.experiment_id).name,
         parent_run_id=parent_id,

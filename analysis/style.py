@@ -31,6 +31,30 @@ SAMPLER_STYLE = {
     "temperature": {"color": OKABE_ITO["blue"], "marker": "s", "label": "Temperature"},
     "permutation": {"color": OKABE_ITO["bluish_green"], "marker": "^", "label": "Permutation"},
 }
+# The curve of another Δ method (`antidistillation-head`, from `grid.extra_penalties`): its sampler's colour,
+# this marker and a dashed line, labelled with the method.
+EXTRA_PENALTY_MARKER = "D"
+
+
+def curve_style(curve: str) -> dict[str, str]:
+    """Colour, marker, line style and label of a curve: a sampler, or `sampler-penalty` for another Δ method."""
+    sampler, _, penalty = curve.partition("-")
+    style = {**SAMPLER_STYLE[sampler], "linestyle": "-"}
+    if penalty:
+        style.update(marker=EXTRA_PENALTY_MARKER, linestyle="--", label=f"{style['label']} ({penalty})")
+    return style
+
+
+def curve_order(curve: str) -> tuple[int, str]:
+    """Sort key: the samplers in SAMPLER_ORDER, each followed by its other Δ methods' curves."""
+    sampler, _, penalty = curve.partition("-")
+    return SAMPLER_ORDER.index(sampler), penalty
+
+
+def is_known_curve(curve: str | None) -> bool:
+    return bool(curve) and str(curve).partition("-")[0] in SAMPLER_ORDER
+
+
 DTYPE_STYLE = {
     "float32": {"color": OKABE_ITO["blue"], "marker": "o", "label": "fp32"},
     "bfloat16": {"color": OKABE_ITO["orange"], "marker": "s", "label": "bf16"},

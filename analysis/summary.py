@@ -19,7 +19,7 @@ from harness_plugin.io import atomic_write_text
 
 from .lowess import DEFAULT_FRAC, lowess
 from .runs import BenchmarkResults
-from .style import SAMPLER_STYLE
+from .style import curve_style
 
 PANELS = (
     ("raw", "teacher_accuracy", "student_accuracy", "Raw accuracy"),
@@ -90,7 +90,7 @@ def find_crossing(x: list[float], y: list[float], base: float | None, frac: floa
 def default_levels(results: BenchmarkResults, x_metric: str = "teacher_accuracy", step: float = 0.1) -> list[float]:
     """Multiples of `step` inside at least one sampler's measured teacher-accuracy range, high to low."""
     ranges = []
-    for sampler in results.samplers():
+    for sampler in results.curves():
         xs, _ = results.series(sampler, x_metric, x_metric.replace("teacher", "student"))
         if len(xs) >= 2:
             ranges.append((min(xs), max(xs)))
@@ -107,7 +107,7 @@ def summarise(results: BenchmarkResults, levels: list[float] | None = None,
         base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
         panel_levels = sorted(levels, reverse=True) if levels else default_levels(results, x_metric)
         rows = []
-        for sampler in results.samplers():
+        for sampler in results.curves():
             xs, ys = results.series(sampler, x_metric, y_metric)
             if not xs:
                 continue
@@ -136,7 +136,7 @@ def to_markdown(summaries: list[Summary], heading: str) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for row in summary.rows:
-            cells = [SAMPLER_STYLE[row.sampler]["label"], str(row.n_runs)]
+            cells = [curve_style(row.sampler)["label"], str(row.n_runs)]
             cells += [_pct(row.at_levels[lvl]) for lvl in summary.levels]
             cells.append(row.crossing.text())
             lines.append("| " + " | ".join(cells) + " |")

@@ -17,7 +17,7 @@ from harness_plugin.io import atomic_write_text
 
 from .lowess import DEFAULT_FRAC, lowess_with_band
 from .runs import ACCURACY_METRICS, BenchmarkResults
-from .style import BASELINE_COLOR, SAMPLER_STYLE, pyplot, save_figure, short_model_name
+from .style import BASELINE_COLOR, curve_style, pyplot, save_figure, short_model_name
 from .summary import PANELS
 
 
@@ -51,13 +51,13 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
         base = results.base_accuracy if panel == "raw" else (results.base_accuracy_af or results.base_accuracy)
         drawn = False
         all_x: list[float] = []
-        for sampler in results.samplers():
+        for sampler in results.curves():
             xs, ys = results.series(sampler, x_metric, y_metric)
             if not xs:
                 continue
             drawn = True
             all_x += xs
-            style = SAMPLER_STYLE[sampler]
+            style = curve_style(sampler)
             ax.scatter(xs, ys, color=style["color"], marker=style["marker"], s=28, alpha=0.85, zorder=3,
                        edgecolors="white", linewidths=0.5)
             intervals = _point_intervals(results, sampler, x_metric, y_metric)
@@ -70,7 +70,7 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
                 grid = np.linspace(min(xs), max(xs), 120)
                 curve = lowess_with_band(xs, ys, grid, frac=frac, n_boot=n_boot, seed=seed)
                 ax.fill_between(grid, curve.low, curve.high, color=style["color"], alpha=0.18, linewidth=0)
-                ax.plot(grid, curve.fit, color=style["color"], linewidth=2)
+                ax.plot(grid, curve.fit, color=style["color"], linestyle=style["linestyle"], linewidth=2)
         if base is not None:
             ax.axhline(base, color=BASELINE_COLOR, linestyle="--", linewidth=1.3, zorder=2)
         if panel == "raw" and drawn and x_metric == "teacher_accuracy":
@@ -88,8 +88,8 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes[0].set_ylabel("Distilled student accuracy")
-    handles: list[Artist] = [Line2D([], [], color=SAMPLER_STYLE[s]["color"], marker=SAMPLER_STYLE[s]["marker"], linewidth=2,
-                      label=SAMPLER_STYLE[s]["label"]) for s in results.samplers()]
+    handles: list[Artist] = [Line2D([], [], color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
+                                    linewidth=2, label=style["label"]) for style in map(curve_style, results.curves())]
     handles.append(Patch(color="#999999", alpha=0.35, label="LOWESS, 95% bootstrap interval"))
     if drew_intervals:
         handles.append(Line2D([], [], color="#777777", marker="|", linewidth=1,
@@ -114,7 +114,7 @@ def _draw_endpoint(ax, results: BenchmarkResults) -> None:
     lines = [f"T* = {100 * t_star:.1f}%"]
     for sampler, (gap, low, high) in gaps.items():
         interval = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and high is not None else ""
-        lines.append(f"G vs {SAMPLER_STYLE[sampler]['label'].lower()}: {100 * gap:+.1f}{interval}")
+        lines.append(f"G vs {curve_style(sampler)['label'].lower()}: {100 * gap:+.1f}{interval}")
     ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=8,
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "#cccccc"})
 
@@ -126,7 +126,7 @@ def _point_intervals(results: BenchmarkResults, sampler: str, x_metric: str, y_m
     for point in results.points:
         values = [point.metric(name) for name in (x_metric, y_metric, f"{x_metric}_low", f"{x_metric}_high",
                                                     f"{y_metric}_low", f"{y_metric}_high")]
-        if point.sampler == sampler and all(v is not None for v in values):
+        if point.curve == sampler and all(v is not None for v in values):
             x, y, x_lo, x_hi, y_lo, y_hi = values  # type: ignore[misc]
             out.append((x, y, (x_lo, x_hi), (y_lo, y_hi)))
     return out
@@ -140,6 +140,6 @@ def write_points_csv(results: BenchmarkResults, directory: str | Path) -> Path:
     writer.writerow(["run_id", "sampler", *params, *ACCURACY_METRICS])
     for point in results.points:
         values = [point.metric(m) for m in ACCURACY_METRICS]
-        writer.writerow([point.run_id, point.sampler, *(point.params.get(p, "") for p in params),
+        writer.writerow([point.run_id, point.curve, *(point.params.get(p, "") for p in params),
                          *("" if v is None else f"{v:.6g}" for v in values)])
     return atomic_write_text(Path(directory) / "grid_points.csv", buffer.getvalue())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,16 +88,26 @@ class GridPoint:
     # A calibrated point: the teacher accuracy its knob (τ or λ) is searched for. Until the calibration stage
     # has run, that knob is NaN; `Pipeline.resolve` gives the point with its calibrated value.
     target: float | None = None
+    # A tilted point's Δ method when it is not `grid.penalty` (one of `grid.extra_penalties`): its own curve.
+    penalty: str | None = None
 
     @property
     def name(self) -> str:
+        suffix = f"-{self.penalty}" if self.penalty else ""
         if self.target is not None:  # named by its target, so its folder exists before its knob is known
             if self.sampler == "temperature":
                 return f"temperature-target{self.target:g}"
-            return f"{self.sampler}-tau{self.tau:g}-eps{self.eps:g}-target{self.target:g}"
+            return f"{self.sampler}-tau{self.tau:g}-eps{self.eps:g}-target{self.target:g}{suffix}"
         if self.sampler == "temperature":
             return "clean-greedy" if self.tau == 0 else f"temperature-tau{self.tau:g}"
-        return f"{self.sampler}-tau{self.tau:g}-lam{self.lam:g}-eps{self.eps:g}"
+        return f"{self.sampler}-tau{self.tau:g}-lam{self.lam:g}-eps{self.eps:g}{suffix}"
+
+    @property
+    def curve(self) -> str:
+        """The (teacher, student) curve the point lies on: its sampler, or `sampler-penalty` for an extra penalty.
+
+        Calibration, the endpoint G and the per-target comparisons are done per curve."""
+        return f"{self.sampler}-{self.penalty}" if self.penalty else self.sampler
 
     @property
     def short_sampler(self) -> str:
@@ -178,6 +188,8 @@ class BenchConfig:
             for lam in _as_list(section["lam"]):
                 points.append(GridPoint(sampler, tau, _number(lam, f"grid.{sampler}.lam"), eps))
         points += self._calibrated_points()
+        points += [replace(p, penalty=extra) for extra in self.extra_penalties
+                   for p in points if p.sampler != "temperature"]
         names = [p.name for p in points]
         if len(set(names)) != len(names):
             raise ConfigError(f"the grid repeats a point: {sorted(n for n in names if names.count(n) > 1)}")
@@ -211,6 +223,19 @@ class BenchConfig:
                                             math.nan, _number(section["eps"], f"grid.{sampler}.eps", strict=True),
                                             target=target))
         return points
+
+    @property
+    def extra_penalties(self) -> list[str]:
+        """Δ methods besides `grid.penalty` whose tilted points form curves of their own (e.g. `[head]`)."""
+        extra = _as_list(self.data["grid"]["extra_penalties"] or [])
+        unknown = [m for m in extra if m not in PENALTY_METHODS]
+        if unknown:
+            raise ConfigError(f"grid.extra_penalties: unknown method(s) {unknown}: choose from "
+                              f"{', '.join(PENALTY_METHODS)}")
+        if len(set(extra)) != len(extra) or self.data["grid"]["penalty"] in extra:
+            raise ConfigError(f"grid.extra_penalties {extra} must be distinct methods other than grid.penalty "
+                              f"({self.data['grid']['penalty']!r}), whose points are in the grid already")
+        return extra
 
     @property
     def distill_seeds(self) -> list[int]:

@@ -30,10 +30,12 @@ class Stage:
     output: Path
     action: Callable[[], None]
     point: GridPoint | None = None
+    # For an output that a later grid can outgrow (calibration.json, when an extra penalty adds curves).
+    complete: Callable[[], bool] | None = None
 
     @property
     def done(self) -> bool:
-        return self.output.exists()
+        return self.output.exists() and (self.complete is None or self.complete())
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -61,7 +63,7 @@ class Pipeline:
         ]
         if self.config.calibrated:
             stages.append(Stage("calibration", "calibrate the grid to target teacher accuracies",
-                                out / CALIBRATION_FILE, self.calibrate))
+                                out / CALIBRATION_FILE, self.calibrate, complete=self._calibration_complete))
         stages.append(Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json",
                             self.baseline))
         for point in self.config.grid:
@@ -140,16 +142,16 @@ class Pipeline:
         return None if greedy is None else endpoint * greedy
 
     def endpoint_points(self) -> list[GridPoint]:
-        """Per sampler, the one or two points whose teacher accuracies bracket T*: where G is read, so where extra
-        seeds narrow its interval. Empty until T* and all of a sampler's teacher accuracies are known."""
+        """Per curve, the one or two points whose teacher accuracies bracket T*: where G is read, so where extra
+        seeds narrow its interval. Empty until T* and all of a curve's teacher accuracies are known."""
         from .intervals import bracketing
 
         t_star = self.t_star() if self.config.endpoint_seeds else None
         if t_star is None:
             return []
         chosen: list[GridPoint] = []
-        for sampler in dict.fromkeys(p.sampler for p in self.config.grid):
-            points = [p for p in self.config.grid if p.sampler == sampler]
+        for curve in dict.fromkeys(p.curve for p in self.config.grid):
+            points = [p for p in self.config.grid if p.curve == curve]
             paths = [self.point_dir(p) / "teacher_eval.json" for p in points]
             if all(path.is_file() for path in paths):
                 accuracies = [json.loads(path.read_text())["accuracy"] for path in paths]
@@ -165,6 +167,12 @@ class Pipeline:
             raise RuntimeError(f"{point.name} is calibrated but {self.output / CALIBRATION_FILE} does not hold "
                                "it: the calibration stage must run first")
         return with_calibrated_knob(point, entry)
+
+    def _calibration_complete(self) -> bool:
+        """calibration.json holds every calibrated point of this grid (a grid extended by a curve needs more; its
+        saved probes make the existing curves' knobs come out the same)."""
+        entries = calibrated_entries(self.output)
+        return all(p.name in entries for p in self.config.grid if p.target is not None)
 
     def calibration_entry(self, point: GridPoint) -> dict[str, Any] | None:
         return calibrated_entries(self.output).get(point.name) if point.target is not None else None
@@ -320,7 +328,7 @@ class Pipeline:
         """One penalty (two perturbed proxy copies) per (ε, method), shared by the grid points that use it."""
         if point.sampler == "temperature" or point.lam == 0:
             return None
-        key = f"penalty-{point.eps}-{self.config['grid']['penalty']}"
+        key = f"penalty-{point.eps}-{self.penalty_method(point)}"
         if key not in self._cache:
             from harness_plugin import ProxyGradient
             from harness_plugin.generation import build_penalty
@@ -390,7 +398,8 @@ class Pipeline:
         self._student_eval(Path(self.world()["models"]["student"]), self.output / "baseline" / "student_eval.json")
 
     def calibrate(self) -> None:
-        """Per calibrated sampler, bisect its knob to each target accuracy on the first holdout problems.
+        """Per calibrated curve (sampler, or sampler with an extra penalty), bisect its knob to each target accuracy
+        on the first holdout problems.
 
         Every probe is written to calibration_probes.json as it finishes, so a killed calibration resumes
         without repeating probes. One generation seed for all probes: differences between probes are then the
@@ -419,30 +428,35 @@ class Pipeline:
         greedy = saved["greedy"]["accuracy"]
         relative = bool(grid["targets_relative"])
         print(f"    greedy teacher on {len(problems)} calibration problems: {greedy:.3f}", flush=True)
-        spread = self._delta_spread()
         grad_norm = json.loads((self.output / "gradient" / "gradient.json").read_text())["norm"]
         points: dict[str, Any] = {}
-        for sampler in dict.fromkeys(p.sampler for p in self.config.grid if p.target is not None):
-            placeholders = [p for p in self.config.grid if p.sampler == sampler and p.target is not None]
+        spreads: dict[str, float | None] = {}
+        for curve in dict.fromkeys(p.curve for p in self.config.grid if p.target is not None):
+            placeholders = [p for p in self.config.grid if p.curve == curve and p.target is not None]
+            sampler = placeholders[0].sampler
             knob = KNOBS[sampler]
             absolute = {p.target: (p.target * greedy if relative else p.target) for p in placeholders}
 
             def measure(value: float, template: GridPoint = placeholders[0], knob: str = knob) -> tuple[float, int]:
                 return accuracy(replace(template, **{knob: value}, target=None))
 
-            def log(probe: Any, sampler: str = sampler, knob: str = knob) -> None:
-                saved.setdefault(sampler, []).append(probe_dicts([probe])[0])
+            def log(probe: Any, curve: str = curve, knob: str = knob) -> None:
+                saved.setdefault(curve, []).append(probe_dicts([probe])[0])
                 self._write_main(probes_path, saved)
-                print(f"    {sampler} {knob} = {probe.knob:.4g}: accuracy {probe.accuracy:.3f} "
+                print(f"    {curve} {knob} = {probe.knob:.4g}: accuracy {probe.accuracy:.3f} "
                       f"(n = {probe.n}; target {probe.target:.3f})", flush=True)
 
             chosen, _ = calibrate(measure, sorted(set(absolute.values())), BOUNDS[knob], settings["probes_per_target"],
-                                  log=log, probes=probes_from_dicts(saved.get(sampler, [])))
+                                  log=log, probes=probes_from_dicts(saved.get(curve, [])))
+            method = self.penalty_method(placeholders[0])
+            if sampler != "temperature" and method not in spreads:
+                spreads[method] = self._delta_spread(method)
+            spread = spreads.get(method)
             for point in placeholders:
                 probe = chosen[absolute[point.target]]
                 value = {"tau": point.tau, "lam": point.lam, knob: probe.knob}
                 points[point.name] = {
-                    "sampler": sampler, "tau": value["tau"], "lam": value["lam"], "eps": point.eps,
+                    "sampler": sampler, "curve": curve, "tau": value["tau"], "lam": value["lam"], "eps": point.eps,
                     "target": point.target, "target_accuracy": absolute[point.target],
                     "calibration_accuracy": probe.accuracy, "n": probe.n,
                     "lam_times_grad_norm": value["lam"] * grad_norm,
@@ -450,11 +464,15 @@ class Pipeline:
                 }
         self._write_main(self.output / CALIBRATION_FILE, {
             "n_problems": len(problems), "greedy_accuracy": greedy, "targets_relative": relative,
-            "delta_top20_std_median": spread, "grad_norm": grad_norm, "points": points, "probes": saved})
+            "delta_top20_std_median": spreads.get(str(self.config["grid"]["penalty"])),
+            "delta_top20_std_median_by_penalty": spreads, "grad_norm": grad_norm, "points": points, "probes": saved})
 
-    def _delta_spread(self) -> float | None:
-        """Median std of Δ over the teacher's top 20 tokens on 32 holdout traces: λ times it is the tilt in nats."""
-        if not any(p.target is not None and p.sampler != "temperature" for p in self.config.grid):
+    def _delta_spread(self, method: str) -> float | None:
+        """Median std of Δ over the teacher's top 20 tokens on 32 holdout traces: λ times it is the tilt in nats.
+
+        The diagnostics compute the whole-model Δ (central differences), which is what `fd` and `jvp` estimate;
+        `head` differentiates along the unembedding block alone, whose spread they do not measure (None)."""
+        if method not in ("fd", "jvp"):
             return None
         from harness_plugin import ProxyGradient
 
@@ -545,8 +563,12 @@ class Pipeline:
 
         gen = self.config["generation"]
         return SamplerConfig(sampler=point.short_sampler, tau=point.tau, lam=point.lam, eps=point.eps,
-                             top_p=gen["top_p"], top_k=gen["top_k"], penalty=self.config["grid"]["penalty"],
+                             top_p=gen["top_p"], top_k=gen["top_k"], penalty=self.penalty_method(point),
                              seed=gen["seed"])
+
+    def penalty_method(self, point: GridPoint) -> str:
+        """How the point's Δ is computed: its own method (an extra penalty's curve), else `grid.penalty`."""
+        return point.penalty or str(self.config["grid"]["penalty"])
 
     def track(self, point: GridPoint) -> None:
         if not self.state.is_main_process:
@@ -564,7 +586,7 @@ class Pipeline:
         gradient_meta = json.loads((self.output / "gradient" / "gradient.json").read_text())
         params = point_params(self.sampling(point), self.world()["models"], gradient_meta,
                               folder / "train_traces.jsonl", self.calibration_entry(point),
-                              dataset=self.config["dataset"], preset=self.config.preset)
+                              dataset=self.config["dataset"], preset=self.config.preset, curve=point.curve)
         train = read_jsonl(folder / "train_traces.jsonl")
         train_scores = score_records([{"completion": t["completion"], "reference": t["reference"]} for t in train],
                                      self.config.answer_dataset)
@@ -586,7 +608,7 @@ class Pipeline:
         write_jsonl(traces_sample, train[:20])
         client.log_artifact(run_id, str(traces_sample), artifact_path="samples")
         version = tracker.register_student(run_id, folder / "student", tags={
-            "sampler": point.sampler, "tau": point.tau, "lam": point.lam, "eps": point.eps,
+            "sampler": point.sampler, "curve": point.curve, "tau": point.tau, "lam": point.lam, "eps": point.eps,
             "grid_point": point.name, "student_accuracy": student["accuracy"],
             "teacher_accuracy": teacher["accuracy"]}, alias="clean" if point.is_clean else None)
         tracker.finish(run_id)
@@ -636,7 +658,9 @@ class Pipeline:
             teacher = json.loads((folder / "teacher_eval.json").read_text())
             student = json.loads((folder / "student_eval.json").read_text())
             accuracies = self.student_accuracies(point)
-            rows.append({"point": point.name, "sampler": point.sampler, "tau": point.tau, "lam": point.lam,
+            rows.append({"point": point.name, "sampler": point.sampler, "curve": point.curve, "penalty":
+                         self.penalty_method(point) if point.sampler != "temperature" else None,
+                         "tau": point.tau, "lam": point.lam,
                          "target": point.target, "teacher_accuracy": teacher["accuracy"],
                          "student_accuracy": sum(accuracies) / len(accuracies), "student_accuracy_seeds": accuracies,
                          "teacher_accuracy_af": teacher.get("accuracy_af"),
@@ -679,20 +703,25 @@ class Pipeline:
         outcomes = {p.name: (self._seed_outcomes(p, "teacher")[0], self._seed_outcomes(p, "student")) for p in points}
         ids = sorted(set.intersection(*(set(t).intersection(*seeds) for t, seeds in outcomes.values())))
 
-        def curve(sampler: str) -> list[tuple[list[float], list[list[float]]]]:
+        def outcomes_on(curve: str) -> list[tuple[list[float], list[list[float]]]]:
             """Per point: the teacher's outcomes and each seed's student outcomes (the bootstrap draws seeds too)."""
             return [([outcomes[p.name][0][i] for i in ids], [[seed[i] for i in ids] for seed in outcomes[p.name][1]])
-                    for p in points if p.sampler == sampler]
+                    for p in points if p.curve == curve]
 
-        reference = curve("temperature")
+        reference = outcomes_on("temperature")
         result = []
-        for sampler in ("antidistillation", "permutation"):
-            other = curve(sampler)
+        for curve, sampler in self.tilted_curves().items():
+            other = outcomes_on(curve)
             if reference and other:
                 gap = endpoint_gap(reference, other, t_star, seed=int(self.config["generation"]["seed"]))
-                result.append({"sampler": sampler, "endpoint": endpoint, "relative": relative,
+                result.append({"sampler": sampler, "curve": curve, "endpoint": endpoint, "relative": relative,
                                "greedy_teacher_accuracy": greedy, **gap})
         return result
+
+    def tilted_curves(self) -> dict[str, str]:
+        """Every tilted curve of the grid (antidistillation, permutation, then the extra penalties') -> its sampler."""
+        curves = {p.curve: p.sampler for p in self.config.grid if p.sampler != "temperature"}
+        return dict(sorted(curves.items(), key=lambda item: (item[0] != item[1], item[1] != "antidistillation")))
 
     def comparisons(self) -> list[dict[str, Any]]:
         """At each calibration target: tilted sampler minus temperature, for students and teachers, with a paired
@@ -706,7 +735,8 @@ class Pipeline:
             reference = baselines.get(point.target)
             if point.sampler == "temperature" or reference is None:
                 continue
-            row: dict[str, Any] = {"sampler": point.sampler, "target": point.target, "point": point.name,
+            row: dict[str, Any] = {"sampler": point.sampler, "curve": point.curve, "target": point.target,
+                                   "point": point.name,
                                    "reference_point": reference.name}
             for who in ("student", "teacher"):
                 a, b = paired_outcomes(self._outcomes(point, who), self._outcomes(reference, who))

@@ -114,22 +114,22 @@ def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str)
     from .tracking import ui_command
 
     rows = summary["rows"]
-    print(f"\n{'sampler':<17} {'target':>6} {'tau':>6} {'lam':>7} {'teacher acc':>12} {'student acc':>12}")
+    print(f"\n{'curve':<22} {'target':>6} {'tau':>6} {'lam':>7} {'teacher acc':>12} {'student acc':>12}")
     for row in rows:
         target = f"{row['target']:g}" if row.get("target") is not None else "-"
-        print(f"{row['sampler']:<17} {target:>6} {row['tau']:>6.3g} {row['lam']:>7.3g} {row['teacher_accuracy']:>12.3f} "
+        print(f"{row['curve']:<22} {target:>6} {row['tau']:>6.3g} {row['lam']:>7.3g} {row['teacher_accuracy']:>12.3f} "
               f"{row['student_accuracy']:>12.3f}")
-    print(f"{'undistilled student':<38} {'':>12} {summary['student_base_accuracy']:>12.3f}")
+    print(f"{'undistilled student':<43} {'':>12} {summary['student_base_accuracy']:>12.3f}")
     if rows:
         n = rows[0].get("teacher_accuracy_n")
         print(f"(accuracies on n = {n} test problems; 95% intervals in summary.json and MLflow)")
     for row in summary.get("endpoints") or []:
         t_star = row["teacher_accuracy"] * 100
         if row["G"] is None:
-            print(f"\nG ({row['sampler']}): undefined: a curve does not reach teacher accuracy {t_star:.1f}%")
+            print(f"\nG ({row['curve']}): undefined: a curve does not reach teacher accuracy {t_star:.1f}%")
             continue
         verdict = "excludes 0" if row["low"] > 0 or row["high"] < 0 else "includes 0"
-        print(f"\nG = temperature student - {row['sampler']} student at teacher {t_star:.1f}%: "
+        print(f"\nG = temperature student - {row['curve']} student at teacher {t_star:.1f}%: "
               f"{row['G'] * 100:+.1f} points, 95% [{row['low'] * 100:+.1f}, {row['high'] * 100:+.1f}] "
               f"(n = {row['n']} problems; interval {verdict}; defined in {row['defined'] * 100:.0f}% of resamples)")
     comparisons = summary.get("comparisons") or []
@@ -140,7 +140,7 @@ def _print_summary(summary: dict, pipeline: object, elapsed: float, preset: str)
             for who in ("teacher", "student"):
                 d = row[who]
                 parts.append(f"{who} {d['difference'] * 100:+.1f} [{d['low'] * 100:+.1f}, {d['high'] * 100:+.1f}]")
-            print(f"  {row['sampler']:<17} target {row['target']:g}: " + "; ".join(parts) + " points")
+            print(f"  {row['curve']:<22} target {row['target']:g}: " + "; ".join(parts) + " points")
     output = pipeline.output  # type: ignore[attr-defined]
     timings = pipeline.timings  # type: ignore[attr-defined]
     if timings:

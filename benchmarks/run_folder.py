@@ -29,9 +29,9 @@ LOCK_NAME = ".antidistill-run.lock"
 # Settings that may change between a run and its resumption: they say where results are recorded, not what
 # they are.
 RESUMABLE_KEYS = ("tracking",)
-# Settings whose change extends a run rather than redefining it: extra students at the endpoint's points only add
-# stages (and G is read again from all the students there); every existing result keeps its meaning.
-EXTENDING_KEYS = ("distill.endpoint_seeds",)
+# Settings whose change extends a run rather than redefining it: extra students at the endpoint's points, or the
+# curves of another Δ method, only add stages (and G is read again); every existing result keeps its meaning.
+EXTENDING_KEYS = ("distill.endpoint_seeds", "grid.extra_penalties")
 # The temporary names this program creates (harness_plugin.io and benchmarks.distill): only these are leftovers.
 _LEFTOVER = re.compile(r"^\.(?:.+\.[A-Za-z0-9_]{8}\.tmp|.+\.old-\d+|student-[A-Za-z0-9_]{8})$")
 

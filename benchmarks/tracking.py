@@ -143,13 +143,13 @@ def endpoint_metrics(endpoints: list[dict[str, Any]], comparisons: list[dict[str
     metrics: dict[str, float] = {}
     for row in endpoints:
         if row["G"] is not None:
-            metrics.update({f"G_{row['sampler']}{suffix}": row[key] for key, suffix in
+            metrics.update({f"G_{row['curve']}{suffix}": row[key] for key, suffix in
                             (("G", ""), ("low", "_low"), ("high", "_high"), ("defined", "_defined"))
                             if row[key] is not None})
     if endpoints:  # where G is read, the same T* for every tilted sampler (the figure marks it)
         metrics["T_star"] = endpoints[0]["teacher_accuracy"]
     for row in comparisons:
-        prefix = f"{row['sampler']}_minus_temperature_target{row['target']:g}"
+        prefix = f"{row['curve']}_minus_temperature_target{row['target']:g}"
         metrics.update({f"{prefix}_{who}_{key}": row[who][key] for who in ("student", "teacher")
                         for key in ("difference", "low", "high")})
     return metrics

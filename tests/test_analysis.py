@@ -255,12 +255,17 @@ def test_endpoint_is_read_from_the_parent_and_marked_in_the_figure(tmp_path: Pat
 
     points = [GridPoint(str(i), sampler, {}, {"teacher_accuracy": t, "student_accuracy": s})
               for i, (sampler, t, s) in enumerate([("temperature", 0.6, 0.4), ("temperature", 0.3, 0.2),
+                                                   ("antidistillation-head", 0.45, 0.2),
+                                                   ("antidistillation-head", 0.25, 0.12),
                                                    ("antidistillation", 0.5, 0.25), ("antidistillation", 0.2, 0.1)])]
-    metrics = {"T_star": 0.42, "G_antidistillation": 0.031, "G_antidistillation_low": -0.012,
+    metrics = {"T_star": 0.42, "G_antidistillation-head": -0.02, "G_antidistillation-head_low": -0.05,
+               "G_antidistillation-head_high": 0.01, "G_antidistillation": 0.031, "G_antidistillation_low": -0.012,
                "G_antidistillation_high": 0.07}
     results = BenchmarkResults("e", "p", {}, points, 0.15, None, parent_metrics=metrics)
     t_star, gaps = results.endpoint()
-    assert t_star == 0.42 and gaps == {"antidistillation": (0.031, -0.012, 0.07)}
+    assert t_star == 0.42 and gaps == {"antidistillation": (0.031, -0.012, 0.07),
+                                       "antidistillation-head": (-0.02, -0.05, 0.01)}
+    assert list(gaps) == results.curves()[:2] == ["antidistillation", "antidistillation-head"]
     assert BenchmarkResults("e", "p", {}, points, 0.15, None).endpoint() is None
 
     import matplotlib.figure
@@ -277,7 +282,8 @@ def test_endpoint_is_read_from_the_parent_and_marked_in_the_figure(tmp_path: Pat
         plot_tradeoff(results, tmp_path, n_boot=20)
     finally:
         matplotlib.figure.Figure.savefig = original  # type: ignore[method-assign]
-    assert any("T* = 42.0%" in t and "+3.1 [-1.2, +7.0]" in t for t in texts), texts
+    assert any("T* = 42.0%" in t and "+3.1 [-1.2, +7.0]" in t and "antidistillation (head): -2.0 [-5.0, +1.0]" in t
+               for t in texts), texts
 
 
 def test_second_figure_puts_the_train_traces_correctness_on_the_x_axis(tmp_path: Path) -> None:

@@ -159,10 +159,10 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(bench_env, tmp_path):
+def test_calibrated_grid_reaches_matched_points_reports_paired_intervals_and_extends_by_a_penalty(bench_env, tmp_path):
     """Calibrated points get their knob from a logged bisection, the comparison at each target and the endpoint G
-    come with intervals over test problems, every point has a student per seed, and a rerun skips the finished
-    calibration."""
+    come with intervals over test problems, every point has a student per seed, a rerun skips the finished
+    calibration, and `grid.extra_penalties` adds a curve to the finished run."""
     import mlflow
 
     from benchmarks.calibration import BOUNDS
@@ -215,6 +215,27 @@ def test_calibrated_grid_reaches_matched_points_and_reports_paired_intervals(ben
     assert child.data.params["calibration_target"] == "0.5" and "teacher_accuracy_low" in child.data.metrics
     again = bench(args, bench_env, timeout=900)
     assert again.returncode == 0 and "==> calibrate" not in again.stdout
+
+    # Another Δ method extends the finished run with a curve of its own: only its stages run, the existing curves'
+    # knobs come out the same, and its G and comparison stand beside fd's.
+    extended = bench([*args, "--set", "grid.extra_penalties=[head]"], bench_env, timeout=900)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "[temperature-target0.5]" not in extended.stdout and "==> calibrate" in extended.stdout
+    assert "==> train traces [antidistillation-tau0.8-eps0.01-target0.5-head]" in extended.stdout
+    recalibrated = json.loads((output / "calibration.json").read_text())
+    head = recalibrated["points"].pop("antidistillation-tau0.8-eps0.01-target0.5-head")
+    assert recalibrated["points"] == calibration["points"]
+    assert head["curve"] == "antidistillation-head" and BOUNDS["lam"][0] < head["lam"] < BOUNDS["lam"][1]
+    assert len(recalibrated["probes"]["antidistillation-head"]) <= 2
+    summary = json.loads((output / "summary.json").read_text())
+    assert [e["curve"] for e in summary["endpoints"]] == ["antidistillation", "antidistillation-head"]
+    assert [c["curve"] for c in summary["comparisons"]] == ["antidistillation", "antidistillation-head"]
+    runs = client.search_runs([client.get_experiment_by_name("calibrated").experiment_id])
+    child = next(r for r in runs if r.info.run_name == "antidistillation-tau0.8-eps0.01-target0.5-head")
+    assert child.data.params["penalty"] == "head" and child.data.params["curve"] == "antidistillation-head"
+    assert float(child.data.params["lam"]) == pytest.approx(head["lam"])
+    fd_child = next(r for r in runs if r.info.run_name == "antidistillation-tau0.8-eps0.01-target0.5")
+    assert fd_child.data.params["penalty"] == "fd"
 
 
 @pytest.mark.slow

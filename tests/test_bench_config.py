@@ -56,6 +56,9 @@ def test_overrides_from_set_and_file(tmp_path):
     (["grid.endpoint=2"], "grid.endpoint"),
     (["grid.calibrate=[temperature]", "grid.targets=[1.5]"], "grid.targets"),
     (["grid.calibrate=[temperature]", "grid.calibration.n_problems=0"], "n_problems"),
+    (["grid.extra_penalties=[magic]"], "unknown method"),
+    (["grid.extra_penalties=[fd]"], "other than grid.penalty"),
+    (["grid.extra_penalties=[head, head]"], "distinct"),
 ])
 def test_bad_settings_name_the_problem(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -70,6 +73,18 @@ def test_calibrated_points_wait_for_their_knob_and_are_named_by_target():
     assert all(math.isnan(p.lam if p.sampler != "temperature" else p.tau) for p in calibrated)
     assert "antidistillation-tau0.8-eps0.01-target0.7" in {p.name for p in calibrated}
     assert not BenchConfig.load("smoke").calibrated
+
+
+def test_an_extra_penalty_repeats_every_tilted_point_on_a_curve_of_its_own():
+    plain = BenchConfig.load("toy")
+    config = BenchConfig.load("toy", overrides=["grid.extra_penalties=[head]"])
+    tilted = [p for p in plain.grid if p.sampler != "temperature"]
+    extra = config.grid[len(plain.grid):]
+    assert config.grid[: len(plain.grid)] == plain.grid  # the existing points keep their names and folders
+    assert [(p.sampler, p.target, p.penalty) for p in extra] == [(p.sampler, p.target, "head") for p in tilted]
+    assert {p.curve for p in extra} == {"antidistillation-head", "permutation-head"}
+    assert "antidistillation-tau0.8-eps0.01-target0.7-head" in {p.name for p in extra}
+    assert {p.curve for p in plain.grid} == {"temperature", "antidistillation", "permutation"}
 
 
 def test_unknown_preset_lists_the_choices():
