@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 import json
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,9 @@ class ProxyGradient:
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The proxy the last check_matches passed for: loading with a proxy checks, and the penalty built from the
+    # loaded object then finds it done instead of reading the weights again.
+    _checked_for: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def norm(self) -> float:
@@ -286,7 +290,10 @@ class ProxyGradient:
 
     def check_matches(self, proxy: torch.nn.Module, source: str = "the gradient") -> None:
         """Raise `GradientMismatchError` unless every proxy parameter has a gradient of the same shape, and the
-        proxy's weights are those the gradient was computed for (when the file records them; older files do not)."""
+        proxy's weights are those the gradient was computed for (when the file records them; older files do not).
+        Once per proxy object: a second call for the same proxy returns at once."""
+        if self._checked_for is not None and self._checked_for() is proxy:
+            return
         expected = {_strip_prefixes(n): tuple(p.shape) for n, p in proxy.named_parameters()}
         given = {n: tuple(t.shape) for n, t in self.tensors.items()}
         missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
@@ -312,6 +319,7 @@ class ProxyGradient:
                 f"the proxy in use ({proxy_name!r}); the shapes match, the checkpoints do not. Recompute it for this "
                 "proxy with `antidistill gradient`, or point to the proxy it was computed for."
             )
+        self._checked_for = weakref.ref(proxy)
 
 
 def _global_norm(tensors: Mapping[str, torch.Tensor]) -> float:

@@ -134,7 +134,12 @@ def test_gradient_of_another_checkpoint_with_the_same_shapes_is_refused(proxy, t
         with pytest.raises(GradientMismatchError, match="other weights"):
             ProxyGradient.load(tmp_path / "g", proxy=other)
     ProxyGradient.load(tmp_path / "g", proxy=copy.deepcopy(model).to(torch.bfloat16))
-    ProxyGradient.load(tmp_path / "g", proxy=model)
+    loaded = ProxyGradient.load(tmp_path / "g", proxy=model)
+    # Checked once per proxy object (the penalty built from a loaded gradient does not read the weights again),
+    # but a gradient checked for one proxy is still checked for the next.
+    loaded.check_matches(model)
+    with pytest.raises(GradientMismatchError, match="other weights"):
+        loaded.check_matches(other)
 
 
 def test_a_damaged_gradient_is_refused_whatever_its_json_says(proxy, tmp_path):
