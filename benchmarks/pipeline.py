@@ -19,8 +19,10 @@ from typing import Any
 
 from harness_plugin.io import atomic_write_text, read_jsonl, write_jsonl
 
-from .calibration import CALIBRATION_FILE, calibrated_entries, with_calibrated_knob
+from .calibration import CALIBRATION_FILE
 from .config import BenchConfig, GridPoint
+from .results import RunResults, samples_path
+from .workbench import Workbench
 
 
 @dataclass
@@ -47,14 +49,16 @@ class Pipeline:
 
     def __init__(self, config: BenchConfig, output: Path, progress: bool = True) -> None:
         self.config, self.output, self.progress = config, output.resolve(), progress
-        self.points_dir = self.output / "points"
+        self.results = RunResults(config, self.output)
+        self.bench = Workbench(config, self.output / "gradient", progress)
         self._cache: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
 
-    # ------------------------------------------------------------------ plan
-    def point_dir(self, point: GridPoint) -> Path:
-        return self.points_dir / point.name
+    @property
+    def state(self) -> Any:
+        return self.bench.state
 
+    # ------------------------------------------------------------------ plan
     def stages(self) -> list[Stage]:
         out = self.output
         stages = [
@@ -63,119 +67,46 @@ class Pipeline:
         ]
         if self.config.calibrated:
             stages.append(Stage("calibration", "calibrate the grid to target teacher accuracies",
-                                out / CALIBRATION_FILE, self.calibrate, complete=self._calibration_complete))
+                                out / CALIBRATION_FILE, self.calibrate, complete=self.results.calibration_complete))
         stages.append(Stage("baseline", "undistilled student accuracy", out / "baseline" / "student_eval.json",
                             self.baseline))
         for point in self.config.grid:
-            folder = self.point_dir(point)
+            folder = self.results.point_dir(point)
             # Each action resolves its point when it runs: a calibrated point's knob is known only then.
             stages += [
                 Stage("traces", "train traces", folder / "train_traces.jsonl",
-                      lambda p=point: self.train_traces(self.resolve(p)), point),
+                      lambda p=point: self.train_traces(self.results.resolve(p)), point),
                 Stage("teacher", "teacher accuracy", folder / "teacher_eval.json",
-                      lambda p=point: self.teacher_eval(self.resolve(p)), point),
+                      lambda p=point: self.teacher_eval(self.results.resolve(p)), point),
             ]
             for seed in self.config.distill_seeds:
-                label = "" if self.is_first_seed(seed) else f" (seed {seed})"
+                label = "" if self.results.is_first_seed(seed) else f" (seed {seed})"
                 stages += [
-                    Stage("student", f"distil student{label}", self.student_dir(point, seed),
+                    Stage("student", f"distil student{label}", self.results.student_dir(point, seed),
                           lambda p=point, s=seed: self.distil(p, s), point),
-                    Stage("student-eval", f"student accuracy{label}", self.student_eval_path(point, seed),
+                    Stage("student-eval", f"student accuracy{label}", self.results.student_eval_path(point, seed),
                           lambda p=point, s=seed: self.student_eval(p, s), point),
                 ]
             stages += [
                 Stage("track", "MLflow run + model version", folder / "tracked.json",
-                      lambda p=point: self.track(self.resolve(p)), point),
+                      lambda p=point: self.track(self.results.resolve(p)), point),
             ]
         # Extra students where G is read: known only once every point's teacher is scored, so `run` plans again
         # after each stage and these come last.
-        for point in self.endpoint_points():
+        results = self.results
+        for point in results.endpoint_points():
             for seed in self.config.endpoint_seeds:
                 stages += [
-                    Stage("student", f"distil student (seed {seed}, at the endpoint)", self.student_dir(point, seed),
+                    Stage("student", f"distil student (seed {seed}, at the endpoint)", results.student_dir(point, seed),
                           lambda p=point, s=seed: self.distil(p, s), point),
                     Stage("student-eval", f"student accuracy (seed {seed}, at the endpoint)",
-                          self.student_eval_path(point, seed), lambda p=point, s=seed: self.student_eval(p, s), point),
+                          results.student_eval_path(point, seed), lambda p=point, s=seed: self.student_eval(p, s),
+                          point),
                 ]
             stages.append(Stage("track", "MLflow: the endpoint seeds' accuracies",
-                                self.point_dir(point) / "tracked_seeds.json", lambda p=point: self.track_seeds(p), point))
+                                results.point_dir(point) / "tracked_seeds.json", lambda p=point: self.track_seeds(p),
+                                point))
         return stages
-
-    def is_first_seed(self, seed: int) -> bool:
-        """The first seed's student keeps the plain names (`student/`, `student_eval.json`), as with one seed."""
-        return seed == self.config.distill_seeds[0]
-
-    def _per_seed(self, point: GridPoint, seed: int, stem: str, suffix: str = "") -> Path:
-        """`<point>/<stem><suffix>` for the first seed, `<point>/<stem>-seed<N><suffix>` for the others."""
-        return self.point_dir(point) / (f"{stem}{suffix}" if self.is_first_seed(seed) else f"{stem}-seed{seed}{suffix}")
-
-    def student_dir(self, point: GridPoint, seed: int) -> Path:
-        return self._per_seed(point, seed, "student")
-
-    def student_eval_path(self, point: GridPoint, seed: int) -> Path:
-        return self._per_seed(point, seed, "student_eval", ".json")
-
-    def student_accuracies(self, point: GridPoint, seeds: list[int] | None = None) -> list[float]:
-        """The point's student accuracy per seed, for `seeds` (default: all of `point_seeds`)."""
-        return [json.loads(self.student_eval_path(point, seed).read_text())["accuracy"]
-                for seed in (self.point_seeds(point) if seeds is None else seeds)]
-
-    def point_seeds(self, point: GridPoint) -> list[int]:
-        """`distill.seeds` everywhere, plus `distill.endpoint_seeds` at the points that bracket T*."""
-        extra = self.config.endpoint_seeds
-        if extra and point.name in {p.name for p in self.endpoint_points()}:
-            return self.config.distill_seeds + extra
-        return self.config.distill_seeds
-
-    def greedy_teacher_accuracy(self) -> float | None:
-        """The clean (greedy) point's teacher accuracy on the test split, once it is scored."""
-        clean = next((p for p in self.config.grid if p.is_clean), None)
-        path = self.point_dir(clean) / "teacher_eval.json" if clean is not None else None
-        return json.loads(path.read_text())["accuracy"] if path is not None and path.is_file() else None
-
-    def t_star(self) -> float | None:
-        """The teacher accuracy where G is read (`grid.endpoint`, times the greedy teacher's when relative)."""
-        endpoint = self.config.endpoint
-        if endpoint is None or not self.config["grid"]["targets_relative"]:
-            return endpoint
-        greedy = self.greedy_teacher_accuracy()
-        return None if greedy is None else endpoint * greedy
-
-    def endpoint_points(self) -> list[GridPoint]:
-        """Per curve, the one or two points whose teacher accuracies bracket T*: where G is read, so where extra
-        seeds narrow its interval. Empty until T* and all of a curve's teacher accuracies are known."""
-        from .intervals import bracketing
-
-        t_star = self.t_star() if self.config.endpoint_seeds else None
-        if t_star is None:
-            return []
-        chosen: list[GridPoint] = []
-        for curve in dict.fromkeys(p.curve for p in self.config.grid):
-            points = [p for p in self.config.grid if p.curve == curve]
-            paths = [self.point_dir(p) / "teacher_eval.json" for p in points]
-            if all(path.is_file() for path in paths):
-                accuracies = [json.loads(path.read_text())["accuracy"] for path in paths]
-                chosen += [points[i] for i in bracketing(accuracies, t_star)]
-        return chosen
-
-    def resolve(self, point: GridPoint) -> GridPoint:
-        """The point with its calibrated knob (from calibration.json); an explicit point as it is."""
-        if point.target is None:
-            return point
-        entry = self.calibration_entry(point)
-        if entry is None:
-            raise RuntimeError(f"{point.name} is calibrated but {self.output / CALIBRATION_FILE} does not hold "
-                               "it: the calibration stage must run first")
-        return with_calibrated_knob(point, entry)
-
-    def _calibration_complete(self) -> bool:
-        """calibration.json holds every calibrated point of this grid (a grid extended by a curve needs more; its
-        saved probes make the existing curves' knobs come out the same)."""
-        entries = calibrated_entries(self.output)
-        return all(p.name in entries for p in self.config.grid if p.target is not None)
-
-    def calibration_entry(self, point: GridPoint) -> dict[str, Any] | None:
-        return calibrated_entries(self.output).get(point.name) if point.target is not None else None
 
     def describe_plan(self) -> str:
         lines = [f"output: {self.output}", f"preset: {self.config.preset}   dataset: {self.config['dataset']}",
@@ -187,24 +118,13 @@ class Pipeline:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ running
-    @property
-    def state(self) -> Any:
-        if "state" not in self._cache:
-            import torch
-            from accelerate import PartialState
-
-            # cpu=True where there is no GPU: accelerate only sees `accelerate launch`'s processes on CPUs then
-            # (without it every rank took itself for the main process, and both took the run folder's lock).
-            self._cache["state"] = PartialState(cpu=not torch.cuda.is_available())
-        return self._cache["state"]
-
     def clean_leftovers(self) -> None:
         """Remove temporary files of a killed run: only the names this program creates (`.name.XXXXXXXX.tmp`,
         `.student-XXXXXXXX`), never another dot-entry of the folder (a user's `.git` or `.env`). Call it only
         while holding the folder's lock (`run_folder.exclusive`), so no live run's files are taken."""
         from .run_folder import leftovers
 
-        for folder in [self.output, self.output / "baseline", *self.points_dir.glob("*")]:
+        for folder in [self.output, self.output / "baseline", *self.results.points_dir.glob("*")]:
             for entry in leftovers(folder):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
@@ -254,128 +174,12 @@ class Pipeline:
             _write_json(self.output / "timings.json", self.timings)
         return True
 
-    # ------------------------------------------------------------------ models and data
-    def world(self) -> dict[str, Any]:
-        """Model locations and problem splits (the toy world is built, or taken from its cache)."""
-        if "world" not in self._cache:
-            from .data import load_splits
-
-            models = dict(self.config["models"])
-            toy_splits = None
-            if self.config["dataset"] == "toy":
-                from .toy_world import build_toy_world, default_cache_dir, get_preset, world_hash
-
-                preset = self.config["toy_world"]
-                built = default_cache_dir() / world_hash(get_preset(preset)) / "manifest.json"
-                if self.state.num_processes > 1 and not built.is_file():
-                    # every rank would train its own world (and the Trainer inside would wait for the others)
-                    from .config import ConfigError
-
-                    raise ConfigError(f"the {preset!r} toy world is not built yet: build it once in a single process "
-                                      f"(`antidistill bench toy-world --preset {preset}`), then launch again")
-                world = build_toy_world(preset=preset)
-                built = {"teacher": world.teacher_dir, "proxy": world.proxy_dir, "student": world.student_dir}
-                models.update({role: str(path) for role, path in built.items() if not models[role]})
-                toy_splits = world.splits
-            self._cache["world"] = {"models": models, "splits": load_splits(self.config, toy_splits)}
-        return self._cache["world"]
-
-    def _model(self, role: str) -> tuple[Any, Any]:
-        if role not in self._cache:
-            from harness_plugin.loading import load_model, load_tokenizer
-
-            models = self.world()["models"]
-            trust = bool(models["trust_remote_code"])
-            dtype = models["proxy_dtype"] if role == "proxy" else models["dtype"]
-            if role == "proxy":
-                dtype = "float32" if dtype is None and self.state.device.type == "cpu" else dtype
-            self._cache[role] = (load_model(models[role], dtype=dtype, device=self.state.device,
-                                            trust_remote_code=trust),
-                                 load_tokenizer(models[role], trust_remote_code=trust))
-        return self._cache[role]
-
-    def prompts(self, problems: list[dict[str, Any]], tokenizer: Any, system: str | None) -> list[str]:
-        from harness_plugin.commands import format_prompt
-
-        return [format_prompt(tokenizer, {"question": p["question"]}, system) for p in problems]
-
-    def sharded_generate(self, model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[dict[str, Any]]:
-        """`harness_plugin.generate` over this process's share of prompts, gathered in the original order."""
-        from accelerate.utils import gather_object
-
-        from harness_plugin import generate
-
-        state = self.state
-        indices = list(range(state.process_index, len(prompts), state.num_processes))
-        traces = generate(model, tokenizer, [prompts[i] for i in indices], progress=self.progress and
-                          state.is_main_process, **kwargs)
-        rows = [(i, t.to_dict()) for i, t in zip(indices, traces)]
-        if state.num_processes > 1:
-            rows = gather_object(rows)
-        return [row for _, row in sorted(rows, key=lambda item: item[0])]
-
-    def _generation_kwargs(self, point: GridPoint | None, evaluation: bool = False) -> dict[str, Any]:
-        cfg = self.config["evaluation" if evaluation else "generation"]
-        gen = self.config["generation"]
-        kwargs: dict[str, Any] = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"],
-                                  "seed": gen["seed"] + self.state.process_index}
-        if point is None:  # greedy
-            return {**kwargs, "sampler": "temperature", "tau": 0.0}
-        config = replace(self.sampling(point), seed=kwargs.pop("seed"))
-        return {**kwargs, "config": config, "penalty": self._penalty(point)}
-
-    def _penalty(self, point: GridPoint) -> Any:
-        """One penalty (two perturbed proxy copies) per (ε, method), shared by the grid points that use it."""
-        if point.sampler == "temperature" or point.lam == 0:
-            return None
-        key = f"penalty-{point.eps}-{self.penalty_method(point)}"
-        if key not in self._cache:
-            from harness_plugin import ProxyGradient
-            from harness_plugin.generation import build_penalty
-
-            teacher_tokenizer = self._model("teacher")[1]
-            proxy, proxy_tokenizer = self._model("proxy")
-            models = self.world()["models"]
-            gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
-            self._cache[key] = build_penalty(self.sampling(point), teacher_tokenizer, proxy, gradient, proxy_tokenizer,
-                                             self.config["models"]["proxy_dtype"],
-                                             names=(models["teacher"], models["proxy"]))
-        return self._cache[key]
-
-    def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:
-        """Append the answer-forcing string after each trace and let the model finish the answer greedily."""
-        cfg = self.config["evaluation"]
-        prefix, tokens = cfg["answer_forcing"], cfg["answer_forcing_tokens"]
-        if not prefix or not tokens:
-            return
-        prompts = [r["prompt"] + r["completion"] + prefix for r in records]
-        forced = self.sharded_generate(model, tokenizer, prompts, sampler="temperature", tau=0.0,
-                                       max_new_tokens=tokens, batch_size=cfg["batch_size"])
-        for record, continuation in zip(records, forced):
-            record["forced_completion"] = record["completion"] + prefix + continuation["completion"]
-
-    def _evaluate(self, model: Any, tokenizer: Any, problems: list[dict[str, Any]], prompts: list[str],
-                  point: GridPoint | None) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        from harness_plugin.answers import warm_up
-
-        from .scoring import mean_teacher_logprob, score_records
-
-        warm_up(wait=False)  # the checker's workers load while the model generates
-        traces = self.sharded_generate(model, tokenizer, prompts, **self._generation_kwargs(point, evaluation=True))
-        records = [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
-                   for p, t in zip(problems, traces)]
-        self._with_forced_answers(model, tokenizer, records)
-        metrics = score_records(records, self.config.answer_dataset)
-        metrics["mean_teacher_logprob"] = mean_teacher_logprob(records)
-        metrics["mean_tokens"] = sum(r["num_tokens"] for r in records) / max(1, len(records))
-        return metrics, records
-
     # ------------------------------------------------------------------ stages
     def holdout_traces(self) -> None:
-        teacher, tokenizer = self._model("teacher")
-        problems = self.world()["splits"]["holdout"]
-        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
-        traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(None))
+        teacher, tokenizer = self.bench.model("teacher")
+        problems = self.bench.world()["splits"]["holdout"]
+        prompts = self.bench.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        traces = self.bench.generate(teacher, tokenizer, prompts, None)
         if self.state.is_main_process:
             write_jsonl(self.output / "holdout_traces.jsonl",
                         [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
@@ -384,7 +188,7 @@ class Pipeline:
     def gradient(self) -> None:
         from harness_plugin import ProxyGradient
 
-        proxy, tokenizer = self._model("proxy")
+        proxy, tokenizer = self.bench.model("proxy")
         traces = read_jsonl(self.output / "holdout_traces.jsonl")
         gradient = ProxyGradient.compute(proxy, tokenizer, traces, batch_size=self.config["gradient"]["batch_size"],
                                          max_length=self.config["gradient"]["max_length"],
@@ -395,7 +199,8 @@ class Pipeline:
             print(f"    ‖g‖ = {gradient.norm:.4g} over {gradient.metadata['num_tokens']} tokens")
 
     def baseline(self) -> None:
-        self._student_eval(Path(self.world()["models"]["student"]), self.output / "baseline" / "student_eval.json")
+        student = Path(self.bench.world()["models"]["student"])
+        self._student_eval(student, self.output / "baseline" / "student_eval.json")
 
     def calibrate(self) -> None:
         """Per calibrated curve (sampler, or sampler with an extra penalty), bisect its knob to each target accuracy
@@ -410,14 +215,14 @@ class Pipeline:
 
         grid = self.config["grid"]
         settings = grid["calibration"]
-        teacher, tokenizer = self._model("teacher")
-        problems = self.world()["splits"]["holdout"][: settings["n_problems"]]
-        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        teacher, tokenizer = self.bench.model("teacher")
+        problems = self.bench.world()["splits"]["holdout"][: settings["n_problems"]]
+        prompts = self.bench.prompts(problems, tokenizer, self.config["prompt"]["system"])
         probes_path = self.output / "calibration_probes.json"
         saved = json.loads(probes_path.read_text()) if probes_path.is_file() else {}
 
         def accuracy(point: GridPoint | None) -> tuple[float, int]:
-            traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(point, True))
+            traces = self.bench.generate(teacher, tokenizer, prompts, point, evaluation=True)
             records = [{"reference": p["reference"], **t} for p, t in zip(problems, traces)]
             return score_records(records, self.config.answer_dataset)["accuracy"], len(records)
 
@@ -448,7 +253,7 @@ class Pipeline:
 
             chosen, _ = calibrate(measure, sorted(set(absolute.values())), BOUNDS[knob], settings["probes_per_target"],
                                   log=log, probes=probes_from_dicts(saved.get(curve, [])))
-            method = self.penalty_method(placeholders[0])
+            method = self.bench.penalty_method(placeholders[0])
             if sampler != "temperature" and method not in spreads:
                 spreads[method] = self._delta_spread(method)
             spread = spreads.get(method)
@@ -478,8 +283,8 @@ class Pipeline:
 
         from .diagnostics import teacher_forced_diagnostics
 
-        teacher, tokenizer = self._model("teacher")
-        proxy, _ = self._model("proxy")
+        teacher, tokenizer = self.bench.model("teacher")
+        proxy, _ = self.bench.model("proxy")
         traces = read_jsonl(self.output / "holdout_traces.jsonl")[:32]
         gradient = ProxyGradient.load(self.output / "gradient", proxy=proxy)
         result = teacher_forced_diagnostics(teacher, proxy, tokenizer, traces, gradient, [],
@@ -491,32 +296,32 @@ class Pipeline:
             _write_json(path, data)
 
     def train_traces(self, point: GridPoint) -> None:
-        teacher, tokenizer = self._model("teacher")
-        problems = self.world()["splits"]["train"]
-        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
-        traces = self.sharded_generate(teacher, tokenizer, prompts, **self._generation_kwargs(point))
+        teacher, tokenizer = self.bench.model("teacher")
+        problems = self.bench.world()["splits"]["train"]
+        prompts = self.bench.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        traces = self.bench.generate(teacher, tokenizer, prompts, point)
         if self.state.is_main_process:
-            write_jsonl(self.point_dir(point) / "train_traces.jsonl",
+            write_jsonl(self.results.point_dir(point) / "train_traces.jsonl",
                         [{"id": p["id"], "question": p["question"], "reference": p["reference"], **t}
                          for p, t in zip(problems, traces)])
 
     def teacher_eval(self, point: GridPoint) -> None:
-        teacher, tokenizer = self._model("teacher")
-        problems = self.world()["splits"]["test"]
-        prompts = self.prompts(problems, tokenizer, self.config["prompt"]["system"])
-        metrics, records = self._evaluate(teacher, tokenizer, problems, prompts, point)
+        teacher, tokenizer = self.bench.model("teacher")
+        problems = self.bench.world()["splits"]["test"]
+        prompts = self.bench.prompts(problems, tokenizer, self.config["prompt"]["system"])
+        metrics, records = self.bench.evaluate(teacher, tokenizer, problems, prompts, point)
         if self.state.is_main_process:
-            write_jsonl(self.point_dir(point) / "teacher_samples.jsonl", records)
-            _write_json(self.point_dir(point) / "teacher_eval.json", metrics)
+            write_jsonl(self.results.point_dir(point) / "teacher_samples.jsonl", records)
+            _write_json(self.results.point_dir(point) / "teacher_eval.json", metrics)
 
     def distil(self, point: GridPoint, seed: int) -> None:
         from .distill import distill_student
 
         traces = [{"question": t["question"], "completion": t["completion"], "prompt": t["prompt"]}
-                  for t in read_jsonl(self.point_dir(point) / "train_traces.jsonl")]
+                  for t in read_jsonl(self.results.point_dir(point) / "train_traces.jsonl")]
         log: list[dict[str, Any]] = []
-        output = self.student_dir(point, seed)
-        live = self.point_run_id(point) if self.state.is_main_process and self.is_first_seed(seed) else None
+        output = self.results.student_dir(point, seed)
+        live = self.point_run_id(point) if self.state.is_main_process and self.results.is_first_seed(seed) else None
 
         def on_log(step: int, logs: dict[str, Any]) -> None:
             log.append({"step": step, **logs})
@@ -528,13 +333,13 @@ class Pipeline:
             # TrainingArguments re-creates accelerate's shared state; without use_cpu it misses `accelerate
             # launch`'s CPU ranks, so each rank trained alone on all traces and both wrote the student folder.
             config = replace(config, extra_training_args={**config.extra_training_args, "use_cpu": True})
-        distill_student(self.world()["models"]["student"], traces, output, config,
+        distill_student(self.bench.world()["models"]["student"], traces, output, config,
                         on_log=on_log, progress=self.progress and self.state.is_main_process)
         if self.state.is_main_process:
-            write_jsonl(self._per_seed(point, seed, "distill_log", ".jsonl"), log)
+            write_jsonl(self.results.per_seed(point, seed, "distill_log", ".jsonl"), log)
 
     def student_eval(self, point: GridPoint, seed: int) -> None:
-        self._student_eval(self.student_dir(point, seed), self.student_eval_path(point, seed))
+        self._student_eval(self.results.student_dir(point, seed), self.results.student_eval_path(point, seed))
 
     def _student_eval(self, student_dir: Path, output: Path) -> None:
         from harness_plugin.loading import load_model, load_tokenizer
@@ -542,11 +347,11 @@ class Pipeline:
         model = load_model(student_dir, dtype=self.config["models"]["dtype"], device=self.state.device,
                            trust_remote_code=bool(self.config["models"]["trust_remote_code"]))
         tokenizer = load_tokenizer(student_dir, trust_remote_code=bool(self.config["models"]["trust_remote_code"]))
-        problems = self.world()["splits"]["test"]
-        prompts = self.prompts(problems, tokenizer, None)  # the student gets the bare question in its own template
-        metrics, records = self._evaluate(model, tokenizer, problems, prompts, None)
+        problems = self.bench.world()["splits"]["test"]
+        prompts = self.bench.prompts(problems, tokenizer, None)  # the bare question, in the student's own template
+        metrics, records = self.bench.evaluate(model, tokenizer, problems, prompts, None)
         if self.state.is_main_process:
-            write_jsonl(_samples_path(output), records)
+            write_jsonl(samples_path(output), records)
             _write_json(output, metrics)
 
     def point_run_id(self, point: GridPoint) -> str:
@@ -557,19 +362,6 @@ class Pipeline:
             runs[point.name] = tracker.child_run_id(tracker.parent_run_id(self.config.experiment), point.name)
         return str(runs[point.name])
 
-    def sampling(self, point: GridPoint) -> Any:
-        """The point's `SamplerConfig`: how its train traces are sampled (recorded with its MLflow run)."""
-        from harness_plugin.sampling import SamplerConfig
-
-        gen = self.config["generation"]
-        return SamplerConfig(sampler=point.short_sampler, tau=point.tau, lam=point.lam, eps=point.eps,
-                             top_p=gen["top_p"], top_k=gen["top_k"], penalty=self.penalty_method(point),
-                             seed=gen["seed"])
-
-    def penalty_method(self, point: GridPoint) -> str:
-        """How the point's Δ is computed: its own method (an extra penalty's curve), else `grid.penalty`."""
-        return point.penalty or str(self.config["grid"]["penalty"])
-
     def track(self, point: GridPoint) -> None:
         if not self.state.is_main_process:
             return
@@ -577,15 +369,15 @@ class Pipeline:
         from .tracking import point_metrics, point_params, seed_metrics
 
         tracker = self.tracker()
-        folder = self.point_dir(point)
+        folder = self.results.point_dir(point)
         parent = tracker.parent_run_id(self.config.experiment)
         run_id = self.point_run_id(point)
         teacher = json.loads((folder / "teacher_eval.json").read_text())
         student = json.loads((folder / "student_eval.json").read_text())
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
         gradient_meta = json.loads((self.output / "gradient" / "gradient.json").read_text())
-        params = point_params(self.sampling(point), self.world()["models"], gradient_meta,
-                              folder / "train_traces.jsonl", self.calibration_entry(point),
+        params = point_params(self.bench.sampling(point), self.bench.world()["models"], gradient_meta,
+                              folder / "train_traces.jsonl", self.results.calibration_entry(point),
                               dataset=self.config["dataset"], preset=self.config.preset, curve=point.curve)
         train = read_jsonl(folder / "train_traces.jsonl")
         train_scores = score_records([{"completion": t["completion"], "reference": t["reference"]} for t in train],
@@ -593,7 +385,7 @@ class Pipeline:
         metrics = point_metrics(teacher, student, baseline, train_scores, train)
         seeds = self.config.distill_seeds  # the endpoint seeds come later, with their own stage (track_seeds)
         if len(seeds) > 1:
-            metrics.update(seed_metrics(seeds, self.student_accuracies(point, seeds)))
+            metrics.update(seed_metrics(seeds, self.results.student_accuracies(point, seeds)))
         log_path = folder / "distill_log.jsonl"
         losses = [(int(e["step"]), float(e["loss"])) for e in read_jsonl(log_path) if "loss" in e] \
             if log_path.exists() else []
@@ -621,9 +413,10 @@ class Pipeline:
             return
         from .tracking import seed_metrics
 
-        seeds, accuracies = self.point_seeds(point), self.student_accuracies(point)
+        seeds, accuracies = self.results.point_seeds(point), self.results.student_accuracies(point)
         self.tracker().log(self.point_run_id(point), {}, seed_metrics(seeds, accuracies))
-        _write_json(self.point_dir(point) / "tracked_seeds.json", {"seeds": seeds, "student_accuracies": accuracies})
+        _write_json(self.results.point_dir(point) / "tracked_seeds.json",
+                    {"seeds": seeds, "student_accuracies": accuracies})
 
     def tracker(self) -> Any:
         if "tracker" not in self._cache:
@@ -638,7 +431,7 @@ class Pipeline:
 
         tracker = self.tracker()
         parent = tracker.parent_run_id(self.config.experiment)
-        models = self.world()["models"]
+        models = self.bench.world()["models"]
         baseline = json.loads((self.output / "baseline" / "student_eval.json").read_text())
         tracker.log(parent, {"preset": self.config.preset, "dataset": self.config["dataset"],
                              "teacher": models["teacher"], "proxy": models["proxy"],
@@ -646,20 +439,20 @@ class Pipeline:
                     {"student_base_accuracy": baseline["accuracy"]})
         tracker.client.log_artifact(parent, str(self.output / "config.yaml"))
         tracker.log_config(parent, self.config.data)
-        tracker.log_splits(parent, self.world()["splits"], str(self.config["dataset"]))
+        tracker.log_splits(parent, self.bench.world()["splits"], str(self.config["dataset"]))
         if (self.output / "timings.json").exists():
             tracker.client.log_artifact(parent, str(self.output / "timings.json"))
-        endpoints, comparisons = self.endpoints(), self.comparisons()
+        endpoints, comparisons = self.results.endpoints(), self.results.comparisons()
         tracker.log(parent, {}, endpoint_metrics(endpoints, comparisons))
         tracker.finish(parent)
         rows = []
-        for point in map(self.resolve, self.config.grid):
-            folder = self.point_dir(point)
+        for point in map(self.results.resolve, self.config.grid):
+            folder = self.results.point_dir(point)
             teacher = json.loads((folder / "teacher_eval.json").read_text())
             student = json.loads((folder / "student_eval.json").read_text())
-            accuracies = self.student_accuracies(point)
+            accuracies = self.results.student_accuracies(point)
             rows.append({"point": point.name, "sampler": point.sampler, "curve": point.curve, "penalty":
-                         self.penalty_method(point) if point.sampler != "temperature" else None,
+                         self.bench.penalty_method(point) if point.sampler != "temperature" else None,
                          "tau": point.tau, "lam": point.lam,
                          "target": point.target, "teacher_accuracy": teacher["accuracy"],
                          "student_accuracy": sum(accuracies) / len(accuracies), "student_accuracy_seeds": accuracies,
@@ -673,78 +466,3 @@ class Pipeline:
         _write_json(self.output / "summary.json", summary)
         return summary
 
-    def _seed_outcomes(self, point: GridPoint, who: str) -> list[dict[str, float]]:
-        """Per test problem id, 1/0: the teacher's (one entry), or each of the point's students' (one per seed)."""
-        key = f"outcomes-{point.name}-{who}"
-        if key not in self._cache:
-            if who == "teacher":
-                paths = [self.point_dir(point) / "teacher_samples.jsonl"]
-            else:
-                paths = [_samples_path(self.student_eval_path(point, seed)) for seed in self.point_seeds(point)]
-            self._cache[key] = [{str(r["id"]): float(r["correct"]) for r in read_jsonl(path)} for path in paths]
-        return self._cache[key]
-
-    def _outcomes(self, point: GridPoint, who: str) -> dict[str, float]:
-        """Per test problem id: 1/0 for the teacher; for the student, the mean over its seeds."""
-        per_seed = self._seed_outcomes(point, who)
-        shared = set.intersection(*(set(d) for d in per_seed))
-        return {i: sum(d[i] for d in per_seed) / len(per_seed) for i in shared}
-
-    def endpoints(self) -> list[dict[str, Any]]:
-        """The primary endpoint G per tilted sampler (`grid.endpoint`; see `intervals.endpoint_gap`)."""
-        from .intervals import endpoint_gap
-
-        endpoint, t_star = self.config.endpoint, self.t_star()
-        if endpoint is None or t_star is None:
-            return []  # no endpoint, or a relative one without the greedy point
-        greedy = self.greedy_teacher_accuracy()
-        relative = bool(self.config["grid"]["targets_relative"])
-        points = list(map(self.resolve, self.config.grid))
-        outcomes = {p.name: (self._seed_outcomes(p, "teacher")[0], self._seed_outcomes(p, "student")) for p in points}
-        ids = sorted(set.intersection(*(set(t).intersection(*seeds) for t, seeds in outcomes.values())))
-
-        def outcomes_on(curve: str) -> list[tuple[list[float], list[list[float]]]]:
-            """Per point: the teacher's outcomes and each seed's student outcomes (the bootstrap draws seeds too)."""
-            return [([outcomes[p.name][0][i] for i in ids], [[seed[i] for i in ids] for seed in outcomes[p.name][1]])
-                    for p in points if p.curve == curve]
-
-        reference = outcomes_on("temperature")
-        result = []
-        for curve, sampler in self.tilted_curves().items():
-            other = outcomes_on(curve)
-            if reference and other:
-                gap = endpoint_gap(reference, other, t_star, seed=int(self.config["generation"]["seed"]))
-                result.append({"sampler": sampler, "curve": curve, "endpoint": endpoint, "relative": relative,
-                               "greedy_teacher_accuracy": greedy, **gap})
-        return result
-
-    def tilted_curves(self) -> dict[str, str]:
-        """Every tilted curve of the grid (antidistillation, permutation, then the extra penalties') -> its sampler."""
-        curves = {p.curve: p.sampler for p in self.config.grid if p.sampler != "temperature"}
-        return dict(sorted(curves.items(), key=lambda item: (item[0] != item[1], item[1] != "antidistillation")))
-
-    def comparisons(self) -> list[dict[str, Any]]:
-        """At each calibration target: tilted sampler minus temperature, for students and teachers, with a paired
-        bootstrap interval over the test problems (the same problems scored for both)."""
-        from .intervals import paired_bootstrap_difference, paired_outcomes
-
-        calibrated = [p for p in self.config.grid if p.target is not None]
-        baselines = {p.target: p for p in calibrated if p.sampler == "temperature"}
-        result = []
-        for point in calibrated:
-            reference = baselines.get(point.target)
-            if point.sampler == "temperature" or reference is None:
-                continue
-            row: dict[str, Any] = {"sampler": point.sampler, "curve": point.curve, "target": point.target,
-                                   "point": point.name,
-                                   "reference_point": reference.name}
-            for who in ("student", "teacher"):
-                a, b = paired_outcomes(self._outcomes(point, who), self._outcomes(reference, who))
-                row[who] = paired_bootstrap_difference(a, b, seed=int(self.config["generation"]["seed"]))
-            result.append(row)
-        return result
-
-
-def _samples_path(evaluation: Path) -> Path:
-    """The per-problem records beside an evaluation: `student_eval-seed1.json` -> `student_samples-seed1.jsonl`."""
-    return evaluation.with_name(evaluation.stem.replace("_eval", "_samples") + ".jsonl")

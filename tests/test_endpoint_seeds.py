@@ -26,15 +26,15 @@ def test_extra_seeds_go_to_the_points_that_bracket_t_star_once_the_teachers_are_
     names = {(p.sampler, p.tau): p.name for p in pipeline.config.grid}
     clean, hot = names[("temperature", 0.0)], names[("temperature", 1.0)]
     ads, perm = names[("antidistillation", 0.8)], names[("permutation", 0.8)]
-    assert pipeline.endpoint_points() == [] and pipeline.t_star() is None  # nothing scored yet
+    assert pipeline.results.endpoint_points() == [] and pipeline.results.t_star() is None  # nothing scored yet
 
     scored(pipeline, {clean: 0.8, hot: 0.3, ads: 0.4})  # T* = 0.5 x 0.8 = 0.4; permutation not scored yet
-    assert pipeline.t_star() == pytest.approx(0.4)
-    assert {p.name for p in pipeline.endpoint_points()} == {clean, hot, ads}  # ads sits exactly at T*
+    assert pipeline.results.t_star() == pytest.approx(0.4)
+    assert {p.name for p in pipeline.results.endpoint_points()} == {clean, hot, ads}  # ads sits exactly at T*
 
     scored(pipeline, {perm: 0.2})  # permutation's only point is below T*: G is undefined there, no extra student
     by_name = {p.name: p for p in pipeline.config.grid}
-    assert pipeline.point_seeds(by_name[ads]) == [0, 1] and pipeline.point_seeds(by_name[perm]) == [0]
+    assert pipeline.results.point_seeds(by_name[ads]) == [0, 1] and pipeline.results.point_seeds(by_name[perm]) == [0]
     extra = [s for s in pipeline.stages() if "at the endpoint" in s.name]
     assert {s.point.name for s in extra} == {clean, hot, ads}
     assert all(s.output.parent.name in (clean, hot, ads) and "seed1" in s.output.name for s in extra)
