@@ -72,9 +72,9 @@ class Workbench:
         return self._cache[role]
 
     def prompts(self, problems: list[dict[str, Any]], tokenizer: Any, system: str | None) -> list[str]:
-        from harness_plugin.commands import format_prompt
+        from harness_plugin.prompts import format_prompt, system_prompt
 
-        return [format_prompt(tokenizer, {"question": p["question"]}, system) for p in problems]
+        return [format_prompt(tokenizer, p["question"], system_prompt(system)) for p in problems]
 
     def sampling(self, point: GridPoint) -> Any:
         """The point's `SamplerConfig`: how its train traces are sampled (recorded with its MLflow run)."""
@@ -140,8 +140,10 @@ class Workbench:
 
     def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:
         """Append the answer-forcing string after each trace and let the model finish the answer greedily."""
+        from harness_plugin.prompts import answer_forcing_prompt
+
         cfg = self.config["evaluation"]
-        prefix, tokens = cfg["answer_forcing"], cfg["answer_forcing_tokens"]
+        prefix, tokens = answer_forcing_prompt(cfg["answer_forcing"]), cfg["answer_forcing_tokens"]
         if not prefix or not tokens:
             return
         prompts = [r["prompt"] + r["completion"] + prefix for r in records]

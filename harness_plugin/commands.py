@@ -99,18 +99,16 @@ def register_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_generate)
 
 
-def format_prompt(tokenizer: Any, record: dict[str, Any], system: str | None = None) -> str:
-    """The exact model input for a prompts-file line: its "prompt", or its "question" in the chat template."""
+def record_prompt(tokenizer: Any, record: dict[str, Any], system: str | None = None) -> str:
+    """The exact model input for a prompts-file line: its "prompt", or its "question" through `format_prompt`."""
+    from .prompts import format_prompt
+
     if isinstance(record.get("prompt"), str):
         return record["prompt"]
     question = record.get("question", record.get("problem"))
     if not isinstance(question, str):
         raise AntidistillError('each prompts line needs a "prompt" or a "question" string')
-    if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": question}]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    return f"{system}\n\n{question}\n" if system else f"{question}\n"
+    return format_prompt(tokenizer, question, system)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -139,7 +137,7 @@ def run_generate(args: argparse.Namespace) -> int:
     state = PartialState(cpu=args.device == "cpu")
     device = args.device or state.device
     tokenizer = load_tokenizer(args.teacher, args.revision, args.trust_remote_code)
-    prompts = [format_prompt(tokenizer, r, args.system) for r in records]
+    prompts = [record_prompt(tokenizer, r, args.system) for r in records]
     proxy = proxy_tokenizer = gradient = None
     if config.needs_penalty:
         proxy_tokenizer = load_tokenizer(args.proxy, args.revision, args.trust_remote_code)

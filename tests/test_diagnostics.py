@@ -26,7 +26,7 @@ from benchmarks.diagnostics import (
     teacher_forced_diagnostics,
 )
 from harness_plugin import AntidistillationPenalty, ProxyGradient, generate
-from harness_plugin.commands import format_prompt
+from harness_plugin.prompts import format_prompt
 from harness_plugin.sampling import PermutationLogitsProcessor
 from harness_plugin.tokens import encode_trace
 
@@ -58,7 +58,7 @@ def tiny(tmp_path_factory):
     tokenizer = _digit_tokenizer(root / "tokenizer")
     teacher = build_llama(root / "teacher", tokenizer, hidden=48, layers=2, seed=1).eval()
     proxy = build_llama(root / "proxy", tokenizer, hidden=32, layers=2, seed=2).eval()
-    prompts = [format_prompt(tokenizer, {"question": q}) for q in QUESTIONS]
+    prompts = [format_prompt(tokenizer, q) for q in QUESTIONS]
     greedy = generate(teacher, tokenizer, prompts, sampler="temperature", tau=0.0, max_new_tokens=12,
                       batch_size=3, progress=False)
     traces = [{**t.to_dict(), "reference": "8"} for t in greedy]
@@ -76,7 +76,7 @@ def test_digit_tokens_are_the_digit_characters(tiny):
 
 def test_digit_share_on_known_text(tiny):
     _, proxy, tokenizer, _, _ = tiny
-    prompt = format_prompt(tokenizer, {"question": "Tom has 3 apples and buys 5 more."})
+    prompt = format_prompt(tokenizer, "Tom has 3 apples and buys 5 more.")
     completion = "3 + 5 = 8 apples. #### 8"
     stats = proxy_nll_by_position(proxy, tokenizer, [{"prompt": prompt, "completion": completion}], progress=False)
     n_digits = sum(c.isdigit() for c in completion)

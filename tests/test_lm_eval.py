@@ -20,6 +20,7 @@ from harness_plugin.errors import AntidistillError, VocabularyMismatchError
 from harness_plugin.lm_eval.hook import REGISTRY_MODULE, _run, _with_tasks_path, add_tasks_path, tasks_path
 from harness_plugin.lm_eval.tasks import protocol
 from harness_plugin.names import DATA_DIR_VARIABLE
+from harness_plugin.prompts import ANSWER_FORCING_PROMPT, PAPER_SYSTEM_PROMPT
 
 TRACES = [{"prompt": "<s>Tom has 3 apples and buys 5 more.", "completion": " 3 + 5 = 8. #### 8"},
           {"prompt": "<s>A train travels", "completion": " 60 km in 2 hours. #### 30"}]
@@ -131,16 +132,16 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
     responses = lm.generate_until([_request(PROMPTS[0], "gsm8k_antidistill"), _request(PROMPTS[1], "other_task"),
                                    _request(PROMPTS[1], "other_task", answer_forcing=2)])
     trace, forced = protocol.split_forced(responses[0])
-    assert forced is not None and forced.startswith(protocol.ANSWER_FORCING_PROMPT)
+    assert forced is not None and forced.startswith(ANSWER_FORCING_PROMPT)
     assert protocol.split_forced(responses[1])[1] is None  # other tasks are left alone unless they ask
     assert protocol.split_forced(responses[2])[1] is not None
-    ids, mask = lm.tok_batch_encode([PROMPTS[0] + trace + protocol.ANSWER_FORCING_PROMPT])
+    ids, mask = lm.tok_batch_encode([PROMPTS[0] + trace + ANSWER_FORCING_PROMPT])
     greedy = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=4,
                                pad_token_id=lm.tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
     from harness_plugin.lm_eval.model import cut_at_box_close
 
     expected = cut_at_box_close(lm.tok_decode(greedy[0, ids.shape[1]:].tolist()))
-    assert forced == protocol.ANSWER_FORCING_PROMPT + expected
+    assert forced == ANSWER_FORCING_PROMPT + expected
 
 
 @pytest.mark.parametrize(("continuation", "kept"), [
@@ -200,7 +201,7 @@ def test_offline_data_override_and_chat_template(tiny_dir, tmp_path, monkeypatch
     assert docs[0]["prompt"].startswith("<s><|system|>You are a math teacher.")
     assert docs[0]["prompt"].endswith("How many pens?\n\n<|assistant|>")
     plain = protocol.load_math500(pretrained=str(tiny_dir / "teacher"), chat_template=False)["test"]
-    assert plain[1]["prompt"] == protocol.SYSTEM_PROMPT + "\nSolve $x+1=3$.\n" and plain["reference"] == ["1", "2"]
+    assert plain[1]["prompt"] == PAPER_SYSTEM_PROMPT + "\nSolve $x+1=3$.\n" and plain["reference"] == ["1", "2"]
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "data" / "math" / "test.jsonl")):
         protocol.load_math()
 
@@ -226,7 +227,7 @@ def test_tasks_load_the_shared_offline_data(shared_data, monkeypatch):
 def test_process_results_scores_trace_and_forced_answer():
     doc = {"reference": "18", "dataset": "gsm8k"}
     assert protocol.process_results(doc, ["She makes 9 * 2 = 18 dollars. \\boxed{18}"]) == {"acc": 1.0, "undecided": 0.0}
-    forced = "I think it is 7." + protocol.ANSWER_FORCING_SEPARATOR + protocol.ANSWER_FORCING_PROMPT + "18}"
+    forced = "I think it is 7." + protocol.ANSWER_FORCING_SEPARATOR + ANSWER_FORCING_PROMPT + "18}"
     assert protocol.process_results(doc, [forced]) == {"acc": 0.0, "acc_forced": 1.0, "undecided": 0.0}
     doc = {"reference": "\\frac{1}{2}", "dataset": "math"}
     assert protocol.process_results(doc, ["so $\\boxed{0.5}$"])["acc"] == 1.0

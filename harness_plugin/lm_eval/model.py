@@ -24,6 +24,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessorList
 
+from ..prompts import ANSWER_FORCING_PROMPT
 from .settings import (
     ANSWER_FORCING_KEY,
     DEFAULT_ANSWER_FORCING_TOKENS,
@@ -33,7 +34,7 @@ from .settings import (
     reject_misspelled,
     teacher_source,
 )
-from .tasks.protocol import ANSWER_FORCING_PROMPT, ANSWER_FORCING_SEPARATOR, ANSWER_FORCING_TASKS
+from .tasks.protocol import ANSWER_FORCING_SEPARATOR, ANSWER_FORCING_TASKS
 
 log = logging.getLogger("lm_eval.models.antidistill")
 

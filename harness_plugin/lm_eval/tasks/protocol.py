@@ -2,9 +2,9 @@
 
 - Data: with `ANTIDISTILL_DATA_DIR` set, `$ANTIDISTILL_DATA_DIR/<dataset>/<split>.jsonl` (the layout of the
   project's offline data: gsm8k/, gsm8k_platinum/, math/, math500/); otherwise the Hugging Face hub.
-- Prompt: the math-teacher system prompt and the question, rendered with the teacher's chat template when its
-  tokenizer has one (read from `--model_args pretrained=...`/`tokenizer=...`, which lm-eval passes to tasks as
-  metadata), else as plain text. Pass `--metadata '{"chat_template": false}'` to get the plain text, e.g. when you
+- Prompt (`harness_plugin.prompts`): the paper's math-teacher system prompt and the question, rendered with the
+  teacher's chat template when its tokenizer has one (read from `--model_args pretrained=...`/`tokenizer=...`,
+  which lm-eval passes to tasks as metadata), else as plain text. Pass `--metadata '{"chat_template": false}'` to get the plain text, e.g. when you
   add `--apply_chat_template` yourself (the template must not be applied twice).
 - Scoring: `harness_plugin.answers` decides equivalence. `acc` scores the trace; `acc_forced` scores the answer
   the teacher writes after "**Final Answer** \\[\\boxed{" is appended to the trace (answer forcing, done by the
@@ -20,13 +20,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from harness_plugin.problems import load_records
+from harness_plugin.prompts import PAPER_SYSTEM_PROMPT, format_prompt
 
-SYSTEM_PROMPT = (
-    "You are a math teacher. You will be given a math problem and you will solve it step by step.\n"
-    "You will output your final solution like \\boxed{ANSWER}. Be sure to include relevant units within the "
-    "brackets and fully evaluate arithmetic expressions.\n"
-)
-ANSWER_FORCING_PROMPT = "\n\n**Final Answer**\n\\[\\boxed{"
 # Put by the antidistill model between a trace and its answer-forced continuation; never produced by a model.
 ANSWER_FORCING_SEPARATOR = "\n\n[antidistill: answer forcing]"
 # Tasks whose responses the antidistill model answer-forces by default (they report acc_forced).
@@ -45,10 +40,10 @@ def _tokenizer_source(metadata: dict[str, Any]) -> str | None:
 
 def _prompt_renderer(metadata: dict[str, Any]) -> Callable[[str], str]:
     """question -> exact model input, in the teacher's chat template when it has one."""
-    system = metadata.get("system_prompt") or SYSTEM_PROMPT
+    system = metadata.get("system_prompt") or PAPER_SYSTEM_PROMPT
 
     def plain(question: str) -> str:
-        return f"{system}\n{question.strip()}\n"
+        return format_prompt(None, question.strip() + "\n", system)
 
     source = _tokenizer_source(metadata)
     if source is None or metadata.get("chat_template") is False:
@@ -64,8 +59,7 @@ def _prompt_renderer(metadata: dict[str, Any]) -> Callable[[str], str]:
         return plain
 
     def chat(question: str) -> str:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": question.strip() + "\n"}]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return format_prompt(tokenizer, question.strip() + "\n", system)
 
     return chat
 
