@@ -139,18 +139,26 @@ class Workbench:
         return self._cache[key]
 
     def _with_forced_answers(self, model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> None:
-        """Append the answer-forcing string after each trace and let the model finish the answer greedily."""
+        """Answer forcing (`harness_plugin.answer_forcing`): each record's `forced_completion` is its trace, the
+        forcing string and the answer the model then writes greedily."""
+        from harness_plugin.answer_forcing import force_answers, think_close
         from harness_plugin.prompts import answer_forcing_prompt
 
         cfg = self.config["evaluation"]
-        prefix, tokens = answer_forcing_prompt(cfg["answer_forcing"]), cfg["answer_forcing_tokens"]
-        if not prefix or not tokens:
+        forcing, tokens = answer_forcing_prompt(cfg["answer_forcing"]), cfg["answer_forcing_tokens"]
+        if not forcing or not tokens:
             return
-        prompts = [r["prompt"] + r["completion"] + prefix for r in records]
-        forced = self.sharded_generate(model, tokenizer, prompts, sampler="temperature", tau=0.0,
-                                       max_new_tokens=tokens, batch_size=cfg["batch_size"])
-        for record, continuation in zip(records, forced):
-            record["forced_completion"] = record["completion"] + prefix + continuation["completion"]
+
+        def continue_greedily(texts: list[str], max_new_tokens: int) -> list[str]:
+            return [t["completion"] for t in self.sharded_generate(model, tokenizer, texts, sampler="temperature",
+                                                                   tau=0.0, max_new_tokens=max_new_tokens,
+                                                                   batch_size=cfg["batch_size"])]
+
+        traces = [r["completion"] for r in records]
+        forced = force_answers([r["prompt"] for r in records], traces, [tokens] * len(records), continue_greedily,
+                               forcing, think_close(tokenizer))
+        for record, answer in zip(records, forced):
+            record["forced_completion"] = record["completion"] + (answer or "")
 
     def evaluate(self, model: Any, tokenizer: Any, problems: list[dict[str, Any]], prompts: list[str],
                  point: GridPoint | None) -> tuple[dict[str, float], list[dict[str, Any]]]:

@@ -138,7 +138,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
     ids, mask = lm.tok_batch_encode([PROMPTS[0] + trace + ANSWER_FORCING_PROMPT])
     greedy = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=4,
                                pad_token_id=lm.tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
-    from harness_plugin.lm_eval.model import cut_at_box_close
+    from harness_plugin.answer_forcing import cut_at_box_close
 
     expected = cut_at_box_close(lm.tok_decode(greedy[0, ids.shape[1]:].tolist()))
     assert forced == ANSWER_FORCING_PROMPT + expected
@@ -147,7 +147,7 @@ def test_answer_forcing_appends_the_teachers_greedy_box(tiny_dir, grad_dir):
 @pytest.mark.parametrize(("continuation", "kept"), [
     ("18}\\] so the answer", "18}"), ("\\frac{1}{2}}\\]", "\\frac{1}{2}}"), ("\\{1\\}} x", "\\{1\\}}"), ("18", "18")])
 def test_forced_continuation_is_cut_at_the_closing_brace(continuation, kept):
-    from harness_plugin.lm_eval.model import cut_at_box_close
+    from harness_plugin.answer_forcing import cut_at_box_close
 
     assert cut_at_box_close(continuation) == kept
 

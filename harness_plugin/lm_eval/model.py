@@ -43,17 +43,6 @@ SAMPLING_GEN_KWARGS = frozenset({"do_sample", "temperature", "top_p", "top_k", "
                                  "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "num_beams"})
 
 
-def cut_at_box_close(continuation: str) -> str:
-    """The forced continuation up to the brace that closes the box the forcing prompt opened (all of it if none).
-
-    The teacher often rambles on after the box; only the boxed answer is what answer forcing asks for.
-    """
-    from ..answers.latex import matching_close
-
-    close = matching_close("{" + continuation, 0)
-    return continuation if close is None else continuation[:close]
-
-
 class AntidistillLM(HFLM):
     """HFLM whose generation samples under antidistillation, permutation or temperature sampling."""
 
@@ -100,7 +89,6 @@ class AntidistillLM(HFLM):
         self._enable_cpu_data_parallel()
         self._generate_calls = 0
         self._warned: set[str] = set()
-        self._think_close = "\n</think>" if "</think>" in self.tokenizer.get_vocab() else ""
 
     # ------------------------------------------------------------------ set-up
     def _check_tokenizers(self, teacher_source: Any, kwargs: dict[str, Any], trust_remote_code: bool) -> Any:
@@ -248,26 +236,30 @@ class AntidistillLM(HFLM):
 
     def _force_answers(self, requests: Any, traces: list[str], budgets: list[int]) -> list[str]:
         """Append the forcing prompt to each trace and let the teacher finish the box greedily (no tilt)."""
+        from ..answer_forcing import force_answers, think_close
+
+        forced = force_answers([request.args[0] for request in requests], traces, budgets, self._continue_greedily,
+                               ANSWER_FORCING_PROMPT, think_close(self.tokenizer))
+        responses = list(traces)
+        for i, answer in enumerate(forced):
+            if answer is not None:
+                responses[i] = traces[i] + ANSWER_FORCING_SEPARATOR + answer
+                self.cache_hook.add_partial("generate_until", requests[i].args, responses[i])
+        return responses
+
+    def _continue_greedily(self, texts: list[str], max_new_tokens: int) -> list[str]:
+        """The teacher's greedy continuation of each text (untilted), in HFLM's batches and left truncation."""
         from tqdm.auto import tqdm
 
-        responses = list(traces)
-        todo = sorted((i for i, budget in enumerate(budgets) if budget > 0), key=lambda i: budgets[i])
         size = self.batch_size if isinstance(self.batch_size, int) and self.batch_size > 0 else 1
-        batches = [todo[start:start + size] for start in range(0, len(todo), size)]
-        for batch in tqdm(batches, desc="answer forcing", disable=self.rank != 0):
-            budget = max(budgets[i] for i in batch)
-            suffixes = [(self._think_close if "</think>" not in traces[i] else "") + ANSWER_FORCING_PROMPT
-                        for i in batch]
-            contexts = [requests[i].args[0] + traces[i] + suffix for i, suffix in zip(batch, suffixes)]
-            input_ids, attention_mask = self.tok_batch_encode(contexts, left_truncate_len=self.max_length - budget)
+        out: list[str] = []
+        for start in tqdm(range(0, len(texts), size), desc="answer forcing", disable=self.rank != 0):
+            input_ids, attention_mask = self.tok_batch_encode(texts[start:start + size],
+                                                              left_truncate_len=self.max_length - max_new_tokens)
             with torch.no_grad():
                 sequences = self.model.generate(
                     input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
                     do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0,
-                    max_new_tokens=budget, pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
-            for row, (i, suffix) in enumerate(zip(batch, suffixes)):
-                tokens = sequences[row, input_ids.shape[1]:input_ids.shape[1] + budgets[i]].tolist()
-                continuation = cut_at_box_close(self.tok_decode(tokens))
-                responses[i] = traces[i] + ANSWER_FORCING_SEPARATOR + suffix + continuation
-                self.cache_hook.add_partial("generate_until", requests[i].args, responses[i])
-        return responses
+                    max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
+            out += [self.tok_decode(row[input_ids.shape[1]:].tolist()) for row in sequences]
+        return out
