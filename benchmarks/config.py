@@ -86,7 +86,7 @@ class GridPoint:
     lam: float = 0.0
     eps: float = 0.01
     # A calibrated point: the teacher accuracy its knob (τ or λ) is searched for. Until the calibration stage
-    # has run, that knob is NaN; `Pipeline.resolve` gives the point with its calibrated value.
+    # has run, that knob is NaN; `RunResults.resolve` gives the point with its calibrated value.
     target: float | None = None
     # A tilted point's Δ method when it is not `grid.penalty` (one of `grid.extra_penalties`): its own curve.
     penalty: str | None = None

@@ -592,7 +592,7 @@ def _run_config(run_dir: Path) -> Any:
 
 
 def _run_models(config: Any) -> dict[str, Any]:
-    """Model locations as `Pipeline.world()` resolves them, without loading the data splits."""
+    """Model locations as `Workbench.world()` resolves them, without loading the data splits."""
     models = dict(config["models"])
     if config["dataset"] == "toy" and not all(models[role] for role in ("teacher", "proxy")):
         from .toy_world import build_toy_world

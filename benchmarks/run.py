@@ -104,7 +104,7 @@ def _check_models(pipeline: object) -> None:
     from harness_plugin.loading import load_tokenizer
     from harness_plugin.vocab import check_same_tokenizer
 
-    models = pipeline.world()["models"]  # type: ignore[attr-defined]
+    models = pipeline.bench.world()["models"]  # type: ignore[attr-defined]
     trust = bool(models["trust_remote_code"])
     check_same_tokenizer(load_tokenizer(models["teacher"], trust_remote_code=trust),
                          load_tokenizer(models["proxy"], trust_remote_code=trust), models["teacher"], models["proxy"])
