@@ -85,11 +85,21 @@ def pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+# Last path parts that say only a model's role: the folder above them says which model it is (a toy world's hash).
+_ROLE_FOLDERS = frozenset({"teacher", "proxy", "student", "model"})
+
+
 def short_model_name(name: str | None) -> str:
-    """`org/Model-7B` or `/some/path/model` -> the last path part, which is what a reader recognises."""
+    """`org/Model-7B` or `/some/path/model` -> the last path part, which is what a reader recognises; a role folder
+    keeps its parent (`~/.cache/antidistill/toy_world/ade78a1448931d18/proxy` -> `ade78a14/proxy`)."""
     if not name:
         return "?"
-    return str(name).rstrip("/").rsplit("/", 1)[-1] or str(name)
+    parts = [part for part in str(name).rstrip("/").split("/") if part]
+    if not parts:
+        return str(name)
+    if parts[-1] in _ROLE_FOLDERS and len(parts) > 1:
+        return f"{parts[-2][:8]}/{parts[-1]}"
+    return parts[-1]
 
 
 def save_figure(fig: Figure, directory: str | os.PathLike[str], stem: str) -> list[Path]:

@@ -297,3 +297,14 @@ def test_second_figure_puts_the_train_traces_correctness_on_the_x_axis(tmp_path:
     paths = plot_tradeoff(results, tmp_path, n_boot=20, stem="by_traces", panels=TRACE_PANELS)
     assert sorted(p.name for p in paths) == ["by_traces.pdf", "by_traces.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize(("name", "short"), [
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "DeepSeek-R1-Distill-Qwen-7B"),
+    ("/root/.cache/antidistill/toy_world/ade78a1448931d18/proxy", "ade78a14/proxy"),  # which world, which role
+    ("runs/toy/points/clean-greedy/student/", "clean-gr/student"),
+    ("model", "model"), (None, "?")])
+def test_figure_titles_name_models_a_reader_can_tell_apart(name, short) -> None:
+    from analysis.style import short_model_name
+
+    assert short_model_name(name) == short
