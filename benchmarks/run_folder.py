@@ -33,7 +33,7 @@ RESUMABLE_KEYS = ("tracking",)
 # curves of another Δ method, only add stages (and G is read again); every existing result keeps its meaning.
 EXTENDING_KEYS = ("distill.endpoint_seeds", "grid.extra_penalties")
 # The temporary names this program creates (harness_plugin.io and benchmarks.distill): only these are leftovers.
-_LEFTOVER = re.compile(r"^\.(?:.+\.[A-Za-z0-9_]{8}\.tmp|.+\.old-\d+|student-[A-Za-z0-9_]{8})$")
+_LEFTOVER = re.compile(r"^\.(?:.+\.[A-Za-z0-9_]{8}\.tmp|.+\.old-\d+|student(?:-seed\d+)?-[A-Za-z0-9_]{8})$")
 
 
 class RunFolderError(ConfigError):

@@ -62,10 +62,11 @@ def test_only_this_programs_temporary_names_are_leftovers(tmp_path):
     from benchmarks.pipeline import Pipeline
 
     folder = user_folder(tmp_path / "run")
-    ours = [folder / ".config.yaml.ab12cd34.tmp", folder / ".student-ab12_d34", folder / ".gradient.old-4242"]
+    ours = [folder / ".config.yaml.ab12cd34.tmp", folder / ".student-ab12_d34", folder / ".gradient.old-4242",
+            folder / ".student-seed1-zduzkuto"]  # an endpoint seed's student, killed while it trained
     ours[0].write_text("half")
-    ours[1].mkdir()
-    ours[2].mkdir()
+    for entry in ours[1:]:
+        entry.mkdir()
     (folder / ".gitignore").write_text("*\n")
     assert sorted(leftovers(folder)) == sorted(ours)
     Pipeline(BenchConfig.load("smoke"), folder).clean_leftovers()
