@@ -60,7 +60,7 @@ class DistillConfig:
 
 def build_examples(tokenizer: Any, traces: Sequence[dict], config: DistillConfig) -> list[dict[str, list[int]]]:
     """Tokenise traces into input ids and labels with the prompt masked (-100) by its token length."""
-    from benchmarks.toy_world.vocab import format_prompt
+    from harness_plugin.prompts import format_prompt
 
     examples, dropped = [], 0
     for i, trace in enumerate(traces):
@@ -138,9 +138,10 @@ def distill_student(
     FileExistsError when it exists already (pass overwrite=True to replace it): the benchmark suite skips a
     stage whose output exists, so a finished student is never silently retrained.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
+    from harness_plugin.loading import load_model, load_tokenizer
     from harness_plugin.progress import progress_enabled
 
     config = config or DistillConfig()
@@ -148,16 +149,14 @@ def distill_student(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists: remove it or pass overwrite=True to distil again")
-    tokenizer = AutoTokenizer.from_pretrained(str(student_dir))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(student_dir)
     examples = build_examples(tokenizer, traces, config)
     supervised = sum(sum(1 for t in e["labels"] if t != -100) for e in examples)
     if supervised == 0:  # unreachable given build_examples, kept as the invariant the loss relies on
         raise ValueError("no supervised tokens in the distillation data")
 
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(str(student_dir), dtype=torch.float32)
+    model = load_model(student_dir, dtype="float32", device="cpu")  # the Trainer moves it where it trains
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -243,14 +243,13 @@ def test_diagnose_on_the_smoke_world(smoke_world):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.evaluate import generate_completions
-    from benchmarks.toy_world import format_prompt as toy_prompt
 
     world, _ = smoke_world
     tokenizer = AutoTokenizer.from_pretrained(str(world.teacher_dir))
     teacher = AutoModelForCausalLM.from_pretrained(str(world.teacher_dir)).eval()
     proxy = AutoModelForCausalLM.from_pretrained(str(world.proxy_dir)).eval()
     problems = world.holdout[:8]
-    prompts = [toy_prompt(tokenizer, p["question"]) for p in problems]
+    prompts = [format_prompt(tokenizer, p["question"]) for p in problems]
     completions = generate_completions(teacher, tokenizer, prompts, batch_size=8, max_new_tokens=96)
     traces = [{"prompt": pr, "completion": c, "reference": p["final"]}
               for p, pr, c in zip(problems, prompts, completions)]

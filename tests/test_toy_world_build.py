@@ -9,7 +9,9 @@ from dataclasses import replace
 import pytest
 from toy_world_fixtures import smoke_world  # noqa: F401
 
-from benchmarks.toy_world import ToyWorld, build_toy_world, format_prompt, get_preset, world_hash
+from benchmarks.toy_world import ToyWorld, build_toy_world, get_preset, world_hash
+from benchmarks.toy_world.vocab import STYLES
+from harness_plugin.prompts import format_prompt
 
 
 def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  # noqa: F811
@@ -21,11 +23,11 @@ def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  
     student_tok = AutoTokenizer.from_pretrained(world.student_tokenizer_dir)
     assert teacher_tok.get_vocab() != student_tok.get_vocab(), "the student must have a tokenizer of its own"
     question = world.test[0]["question"]
-    for directory, expected_type, tok in [
-        (world.teacher_dir, "llama", teacher_tok),
-        (world.proxy_dir, "gpt_neox", teacher_tok),  # the student's family, the teacher's tokenizer
-        (world.student_dir, "gpt_neox", student_tok),
-        (world.distilled_student_dir, "gpt_neox", student_tok),
+    for directory, expected_type, tok, style in [
+        (world.teacher_dir, "llama", teacher_tok, "teacher"),
+        (world.proxy_dir, "gpt_neox", teacher_tok, "teacher"),  # the student's family, the teacher's tokenizer
+        (world.student_dir, "gpt_neox", student_tok, "student"),
+        (world.distilled_student_dir, "gpt_neox", student_tok, "student"),
     ]:
         model = AutoModelForCausalLM.from_pretrained(directory)
         assert model.config.model_type == expected_type
@@ -34,6 +36,8 @@ def test_models_and_tokenizers_load_through_auto_classes(smoke_world) -> None:  
         assert own.get_vocab() == tok.get_vocab()
         prompt = format_prompt(own, question)
         assert question in prompt and prompt != question
+        # the build renders the template before any tokenizer exists (its tokenizer-training text): the same text
+        assert STYLES[style].prompt(question) == prompt
         ids = own(prompt, return_tensors="pt", add_special_tokens=False)
         out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=own.pad_token_id)
         assert out.shape[1] == ids["input_ids"].shape[1] + 3 or own.eos_token_id in out[0].tolist()

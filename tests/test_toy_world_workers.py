@@ -16,8 +16,9 @@ def jobs(tmp_path):
 
     from benchmarks.toy_world.generator import make_splits
     from benchmarks.toy_world.train import ModelSpec, TrainSpec, encode_pairs
-    from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
+    from benchmarks.toy_world.vocab import STYLES, train_tokenizer
     from benchmarks.toy_world.workers import TrainJob
+    from harness_plugin.prompts import format_prompt
 
     problems = make_splits(0, {"train": 64})["train"]
     texts = [f"{p['question']}\n{p['answer']}" for p in problems]

@@ -1,9 +1,10 @@
 """The toy world: the paper's experiment offline on a laptop CPU.
 
 A synthetic GSM8K-like world (plus a MATH-like family with `\\boxed{}` answers), its own tokenizers, and tiny
-Hugging Face models built and trained locally: a Llama-style teacher, a smaller proxy of the same family and
-tokenizer, and a GPT-NeoX-style student with a tokenizer of its own. `build_toy_world("toy")` returns the cached
-world (building it first when needed); every later stage loads its models with `AutoModelForCausalLM`.
+Hugging Face models built and trained locally: a Llama-style teacher, a GPT-NeoX-style student with a tokenizer of
+its own, and a proxy trained like that student but in the teacher's tokenizer (it never sees a worked solution).
+`build_toy_world("toy")` returns the cached world (building it first when needed); every later stage loads its
+models with `AutoModelForCausalLM`.
 
 Heavy libraries are imported lazily, so importing this package stays cheap.
 """
@@ -19,9 +20,7 @@ __all__ = [
     "accuracy_table",
     "build_toy_world",
     "default_cache_dir",
-    "format_prompt",
     "get_preset",
-    "load_split",
     "world_diagnostics",
     "world_hash",
 ]
@@ -32,25 +31,21 @@ if TYPE_CHECKING:
         accuracy_table,
         build_toy_world,
         default_cache_dir,
-        load_split,
         world_diagnostics,
         world_hash,
     )
     from benchmarks.toy_world.presets import PRESETS, Preset, get_preset
-    from benchmarks.toy_world.vocab import format_prompt
 
 _WHERE = {
     "ToyWorld": "build",
     "accuracy_table": "build",
     "build_toy_world": "build",
     "default_cache_dir": "build",
-    "load_split": "build",
     "world_hash": "build",
     "world_diagnostics": "build",
     "PRESETS": "presets",
     "Preset": "presets",
     "get_preset": "presets",
-    "format_prompt": "vocab",
 }
 
 

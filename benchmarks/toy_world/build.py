@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.intervals import wilson_interval
 from benchmarks.toy_world.presets import Preset, get_preset, gsm8k_splits
 from benchmarks.toy_world.workers import TrainJob, build_workers, train_models
-from harness_plugin.io import apply_umask
+from harness_plugin.io import apply_umask, read_jsonl, write_jsonl
 from harness_plugin.progress import progress_enabled
 
 # Bump when the meaning of a built world changes in a way the hashed sources do not show.
@@ -135,7 +135,7 @@ class ToyWorld:
         return self.root / "data" / family / f"{split}.jsonl"
 
     def split(self, split: str, family: str = "gsm8k") -> list[dict]:
-        return load_split(self.split_path(split, family))
+        return read_jsonl(self.split_path(split, family))
 
     @property
     def train(self) -> list[dict]:
@@ -164,17 +164,11 @@ class ToyWorld:
         return cls(root=root, preset=data["preset"]["name"], hash=data["hash"], report=data.get("report", {}))
 
 
-def load_split(path: str | Path) -> list[dict]:
-    """Records of a split file (jsonl of {"question", "answer", "final", ...})."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _load_on_cpu(model_dir: Path) -> Any:
+    """A world model in fp32 on the CPU, where it was trained: a world's numbers do not depend on a GPU nearby."""
+    from harness_plugin.loading import load_model
 
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return load_model(model_dir, dtype="float32", device="cpu")
 
 
 def _default_threads() -> int:
@@ -219,13 +213,14 @@ class _Clock:
 def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.distill import distill_student
     from benchmarks.evaluate import evaluate_accuracy, forced_accuracy, generate_completions
     from benchmarks.toy_world.generator import generic_corpus, make_splits, short_answer, story
     from benchmarks.toy_world.train import encode_pairs, noise_vocabulary, perturbed_copies
-    from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
+    from benchmarks.toy_world.vocab import STYLES, train_tokenizer
+    from harness_plugin.loading import load_tokenizer
+    from harness_plugin.prompts import format_prompt
 
     clock = _Clock()
     stages = tqdm(total=10, desc=f"toy world ({preset.name})", dynamic_ncols=True, disable=not progress_enabled())
@@ -241,7 +236,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     maths = make_splits(preset.seed, math_sizes, "math", preset.difficulty)
     for family, splits in (("gsm8k", gsm), ("math", maths)):
         for split, records in splits.items():
-            _write_jsonl(out / "data" / family / f"{split}.jsonl", records)
+            write_jsonl(out / "data" / family / f"{split}.jsonl", records)
     stages.update()
 
     # 2. tokenizers: teacher family on worked solutions (chat-formatted), student family on its generic corpus
@@ -256,14 +251,8 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     teacher_style, student_style = STYLES["teacher"], STYLES["student"]
 
     def chat_texts(style_name: str, records: list[dict]) -> list[str]:
-        style = STYLES[style_name]
-        # Render the template by hand here: no tokenizer exists yet to apply it.
-        if style_name == "teacher":
-            return [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in records]
-        return [
-            f"<|im_start|>user\n{r['question']}{style.eos}\n<|im_start|>assistant\n{r['answer']}{style.eos}"
-            for r in records
-        ]
+        style = STYLES[style_name]  # the chat template rendered without a tokenizer: none exists yet
+        return [style.prompt(r["question"]) + r["answer"] + style.eos for r in records]
 
     # GSM8K-like text only: the models never train on the MATH-like family, and its LaTeX would take merges
     # from the words the teacher has to copy (a world built with it had a 56% teacher, one without 84%).
@@ -285,8 +274,8 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
             ),
         ),
     )
-    t_tok = AutoTokenizer.from_pretrained(str(out / "tokenizer_teacher"))
-    s_tok = AutoTokenizer.from_pretrained(str(out / "tokenizer_student"))
+    t_tok = load_tokenizer(out / "tokenizer_teacher")
+    s_tok = load_tokenizer(out / "tokenizer_student")
     stages.update()
 
     max_len = preset.teacher.max_positions
@@ -328,7 +317,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
         report["params"][role] = result["params"]
         report["train"][role] = result["train"]
     stages.update(3)
-    models = {role: AutoModelForCausalLM.from_pretrained(str(out / role)).eval() for role in ("teacher", "proxy", "student")}
+    models = {role: _load_on_cpu(out / role) for role in ("teacher", "proxy", "student")}
 
     # 6. accuracies of the three models on the test split (greedy; the students also answer-forced)
     step("evaluate")
@@ -337,13 +326,13 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
 
     def evaluate_all() -> None:
         for role, tok in (("teacher", t_tok), ("proxy", t_tok), ("student", s_tok)):
-            acc, recs = evaluate_accuracy(models[role], tok, gsm["test"], desc=f"eval {role}", **kw)
+            acc, recs = evaluate_accuracy(models[role], tok, gsm["test"], **kw)
             report["accuracy"][role] = acc
             if role != "teacher":
                 report["accuracy"][f"{role}_forced"] = forced_accuracy(
                     models[role], tok, recs, batch_size=preset.eval_batch_size
                 )
-            _write_jsonl(eval_dir / f"{role}.jsonl", recs)
+            write_jsonl(eval_dir / f"{role}.jsonl", recs)
 
     clock.run("evaluate", evaluate_all)
     stages.update()
@@ -355,11 +344,11 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
         holdout = gsm["holdout"]
         prompts = [format_prompt(t_tok, p["question"]) for p in holdout]
         completions = generate_completions(
-            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens, "holdout traces"
+            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens
         )
         traces = [{"prompt": pr, "completion": c, "reference": p["final"]}
                   for p, pr, c in zip(holdout, prompts, completions)]
-        _write_jsonl(out / "traces" / "teacher_greedy_holdout.jsonl", traces)
+        write_jsonl(out / "traces" / "teacher_greedy_holdout.jsonl", traces)
 
     clock.run("holdout_traces", holdout_traces)
     stages.update()
@@ -371,14 +360,14 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     completions = clock.run(
         "traces",
         lambda: generate_completions(
-            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens, "teacher traces"
+            models["teacher"], t_tok, prompts, preset.eval_batch_size, preset.max_new_tokens
         ),
     )
     traces = [
         {"question": p["question"], "prompt": pr, "completion": c, "final": p["final"]}
         for p, pr, c in zip(problems, prompts, completions)
     ]
-    _write_jsonl(out / "traces" / "teacher_greedy_train.jsonl", traces)
+    write_jsonl(out / "traces" / "teacher_greedy_train.jsonl", traces)
     stages.update()
 
     # 9. the reference distillation: student on clean traces
@@ -395,10 +384,10 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
 
     def evaluate_distilled() -> None:
         acc, recs = evaluate_accuracy(
-            out / "student_distilled_clean", None, gsm["test"], desc="eval distilled", **kw
+            out / "student_distilled_clean", None, gsm["test"], **kw
         )
         report["accuracy"]["student_distilled_clean"] = acc
-        _write_jsonl(eval_dir / "student_distilled_clean.jsonl", recs)
+        write_jsonl(eval_dir / "student_distilled_clean.jsonl", recs)
 
     clock.run("evaluate_distilled", evaluate_distilled)
     stages.update()
@@ -494,16 +483,14 @@ def world_diagnostics(world: ToyWorld, force: bool = False, progress: bool = Tru
     """
     if world.diagnostics_path.is_file() and not force:
         return json.loads(world.diagnostics_path.read_text())
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from benchmarks.diagnostics import diagnose
     from harness_plugin.io import atomic_write_text
+    from harness_plugin.loading import load_tokenizer
 
     preset = get_preset(world.preset)
-    tokenizer = AutoTokenizer.from_pretrained(str(world.teacher_tokenizer_dir))
-    teacher = AutoModelForCausalLM.from_pretrained(str(world.teacher_dir)).eval()
-    proxy = AutoModelForCausalLM.from_pretrained(str(world.proxy_dir)).eval()
-    traces = load_split(world.holdout_traces_path)
+    tokenizer = load_tokenizer(world.teacher_tokenizer_dir)
+    teacher, proxy = _load_on_cpu(world.teacher_dir), _load_on_cpu(world.proxy_dir)
+    traces = read_jsonl(world.holdout_traces_path)
     result = diagnose(
         teacher, proxy, tokenizer, traces, None, [dict(s) for s in DIAGNOSTIC_SAMPLERS],
         n_forced=preset.n_diagnostic_forced, n_sampled=preset.n_diagnostic_sampled,

@@ -23,10 +23,11 @@ def probe(world_dir: str | Path, n_traces: int, epochs: float | None, n_test: in
     import torch
 
     from benchmarks.distill import distill_student
-    from benchmarks.evaluate import evaluate_accuracy, generate_completions, load_model_and_tokenizer
+    from benchmarks.evaluate import evaluate_accuracy, generate_completions
     from benchmarks.toy_world.build import ToyWorld
     from benchmarks.toy_world.presets import get_preset
-    from benchmarks.toy_world.vocab import format_prompt
+    from harness_plugin.loading import load_model, load_tokenizer
+    from harness_plugin.prompts import format_prompt
 
     torch.set_num_threads(threads)
     world = ToyWorld.load(world_dir)
@@ -37,11 +38,10 @@ def probe(world_dir: str | Path, n_traces: int, epochs: float | None, n_test: in
     config = preset.distill if epochs is None else replace(preset.distill, epochs=epochs)
     test = world.test[:n_test] if n_test else world.test
     started = time.perf_counter()
-    teacher, tokenizer = load_model_and_tokenizer(world.teacher_dir)
+    teacher, tokenizer = load_model(world.teacher_dir, dtype="float32"), load_tokenizer(world.teacher_dir)
     problems = train[:n_traces]
     prompts = [format_prompt(tokenizer, p["question"]) for p in problems]
-    completions = generate_completions(teacher, tokenizer, prompts, preset.eval_batch_size, preset.max_new_tokens,
-                                       "teacher traces")
+    completions = generate_completions(teacher, tokenizer, prompts, preset.eval_batch_size, preset.max_new_tokens)
     traces = [{"question": p["question"], "prompt": pr, "completion": c, "final": p["final"]}
               for p, pr, c in zip(problems, prompts, completions)]
     generated = time.perf_counter()
@@ -49,7 +49,7 @@ def probe(world_dir: str | Path, n_traces: int, epochs: float | None, n_test: in
         student = distill_student(world.student_dir, traces, Path(tmp) / "student", config)
         distilled = time.perf_counter()
         accuracy, records = evaluate_accuracy(student, None, test, batch_size=preset.eval_batch_size,
-                                              max_new_tokens=preset.max_new_tokens, desc="eval distilled")
+                                              max_new_tokens=preset.max_new_tokens)
     return {"world": world.hash, "preset": world.preset, "n_traces": n_traces, "n_test": len(test),
             "accuracy": accuracy, "undistilled": world.report.get("accuracy", {}).get("student"),
             "distill": asdict(config), "threads": threads,

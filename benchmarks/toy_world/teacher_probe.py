@@ -59,7 +59,8 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
         perturbed_copies,
         train_lm,
     )
-    from benchmarks.toy_world.vocab import STYLES, format_prompt, train_tokenizer
+    from benchmarks.toy_world.vocab import STYLES, train_tokenizer
+    from harness_plugin.prompts import format_prompt
 
     torch.set_num_threads(threads)
     _apply_variant(variant)
@@ -80,7 +81,7 @@ def probe(preset_name: str, styles: bool, noisy_fraction: float, docs_in_tokeniz
                    lr=lr or preset.teacher_train.lr)
     gsm = gsm8k_splits(preset, styles)
     style = STYLES["teacher"]
-    texts = [f"<|user|>\n{r['question']}{style.eos}\n<|assistant|>\n{r['answer']}{style.eos}" for r in gsm["train"][:4000]]
+    texts = [style.prompt(r["question"]) + r["answer"] + style.eos for r in gsm["train"][:4000]]
     if docs_in_tokenizer:
         stories = [story(p["question"], p["canonical"]) for p in gsm["train"]]
         texts += generic_corpus([p["question"] for p in gsm["train"]], preset.n_student_docs, preset.seed,

@@ -27,6 +27,16 @@ class TokenizerStyle:
     extra: tuple[str, ...]
     chat_template: str
 
+    def prompt(self, question: str) -> str:
+        """`question` as this family's chat template renders it for generation: what
+        `harness_plugin.prompts.format_prompt` gives once the tokenizer exists (the build needs it before, to
+        train the tokenizer on chat-formatted text)."""
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template([[{"role": "user", "content": question}]],
+                                            chat_template=self.chat_template, add_generation_prompt=True)
+        return str(rendered[0])
+
 
 TEACHER_STYLE = TokenizerStyle(
     bos="<s>",
@@ -80,14 +90,3 @@ def train_tokenizer(texts: Iterable[str], style: TokenizerStyle, vocab_size: int
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
     return out_dir
-
-
-def format_prompt(tokenizer, question: str) -> str:
-    """The exact text a model is fed for `question`: its own chat template with the generation prompt."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "this tokenizer has no chat template: set tokenizer.chat_template (the toy world's tokenizers have one)"
-        )
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
