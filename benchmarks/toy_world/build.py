@@ -322,7 +322,7 @@ def _build(preset: Preset, out: Path, log: Callable[[str], None]) -> dict:
     # 6. accuracies of the three models on the test split (greedy; the students also answer-forced)
     step("evaluate")
     eval_dir = out / "eval"
-    kw = {"batch_size": preset.eval_batch_size, "max_new_tokens": preset.max_new_tokens}
+    kw: dict[str, Any] = {"batch_size": preset.eval_batch_size, "max_new_tokens": preset.max_new_tokens}
 
     def evaluate_all() -> None:
         for role, tok in (("teacher", t_tok), ("proxy", t_tok), ("student", s_tok)):
