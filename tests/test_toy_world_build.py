@@ -177,3 +177,35 @@ def test_teacher_probe_runs_one_recipe_in_its_own_process(tmp_path) -> None:
     assert len(completions) == 4 and sum(r["correct"] for r in completions) / 4 == result["accuracy"]
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_compare_tells_a_copy_from_a_changed_world(smoke_world, tmp_path, capsys) -> None:  # noqa: F811
+    import json
+    import shutil
+
+    from benchmarks.toy_world.compare import compare_worlds, main
+
+    world, _ = smoke_world
+    copy = tmp_path / "copy"
+    shutil.copytree(world.root, copy)
+    # what differs between two builds of one world: timings in the report, the distillation's path and time
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["report"]["timing"]["total"]["wall_s"] += 100.0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert compare_worlds(world.root, copy)["same"]
+    assert main([str(world.root), str(copy)]) == 0
+
+    with open(copy / "traces" / "teacher_greedy_holdout.jsonl", "a", encoding="utf-8") as f:
+        f.write("{}\n")
+    manifest["report"]["accuracy"]["teacher"] += 0.5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "eval" / "student.jsonl").unlink()
+    result = compare_worlds(world.root, copy)
+    assert not result["same"]
+    assert result["differing_files"] == ["traces/teacher_greedy_holdout.jsonl"]
+    assert result["differing_report_keys"] == ["accuracy"]
+    assert result["only_a"] == ["eval/student.jsonl"]
+    assert main([str(world.root), str(copy)]) == 1
+    assert "different worlds" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="not a built toy world"):
+        compare_worlds(world.root, tmp_path)
