@@ -97,7 +97,8 @@ def plot_tradeoff(results: BenchmarkResults, directory: str | Path, n_boot: int 
     if results.base_accuracy is not None:
         handles.append(Line2D([], [], color=BASELINE_COLOR, linestyle="--",
                               label=f"Undistilled student ({100 * results.base_accuracy:.1f}%)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    # At most four entries a row: one row of eight (five curves) made the figure twice as wide as its panels.
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4))
     fig.suptitle(figure_title(results))
     paths = save_figure(fig, directory, stem)
     plt.close(fig)
