@@ -29,7 +29,10 @@ def _digest(path: Path) -> str:
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """The world's files that say what it is (relative paths): all but what the build's timing and later
+    commands write, so a world whose diagnostics were computed matches one whose were not."""
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return {rel for rel in files if rel not in _IGNORED_FILES and Path(rel).name not in _IGNORED_NAMES}
 
 
 def _report(root: Path) -> dict[str, Any]:
@@ -47,8 +50,7 @@ def compare_worlds(a: str | Path, b: str | Path) -> dict[str, Any]:
         if not (root / "manifest.json").is_file():
             raise FileNotFoundError(f"{root} is not a built toy world (no manifest.json)")
     files_a, files_b = _files(a), _files(b)
-    shared = sorted(rel for rel in files_a & files_b
-                    if rel not in _IGNORED_FILES and Path(rel).name not in _IGNORED_NAMES)
+    shared = sorted(files_a & files_b)
     differing = [rel for rel in shared if _digest(a / rel) != _digest(b / rel)]
     report_a, report_b = _report(a), _report(b)
     differing_keys = sorted(k for k in set(report_a) | set(report_b) if report_a.get(k) != report_b.get(k))
